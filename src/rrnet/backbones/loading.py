@@ -1,0 +1,37 @@
+"""Loading any Stable Diffusion model that diffusers can load, with clear errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rrnet.errors import RRNetError
+
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(model: str, device: str | None = None, mixed_precision: str = "no"):
+    """`StableDiffusionPipeline.from_pretrained` (hub id or local folder) on `device`.
+
+    `mixed_precision` sets the dtype of the frozen models; a rectifier always runs in fp32.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    if mixed_precision not in DTYPES:
+        raise RRNetError(f"--mixed_precision must be one of {', '.join(DTYPES)}, got {mixed_precision!r}")
+    path = Path(model)
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise RRNetError(f"{model}: not a diffusers model folder (no model_index.json)")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=DTYPES[mixed_precision])
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RRNetError(f"could not load model {model!r}: {first}") from None
+    pipe = pipe.to(device or default_device())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,158 @@
+"""The `rrnet` command: parses flags (diffusers style) and calls the library. User errors exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rrnet.errors import RRNetError
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained_model_name_or_path", "--model", dest="model", required=True,
+                   help="diffusers Stable Diffusion model: hub id or local folder")
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no",
+                   help="dtype of the frozen models (the rectifier always trains in fp32)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=None, help="image size (default: the model's)")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--no_progress", action="store_true", help="hide progress bars")
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a rectifier for one relation")
+    _model_flags(p)
+    p.add_argument("--data", required=True, help="relation folder (official index.json layout) or manifest (.json/.toml)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--learning_rate", type=float, default=3e-4)
+    p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--positive_weight", type=float, default=10.0)
+    p.add_argument("--negative_weight", type=float, default=2.0)
+    p.add_argument("--no_negative", action="store_true", help="drop the negative (swapped-image) loss")
+    p.add_argument("--no_disentangle", action="store_true", help="drop object-node disentanglement (only the ARB/BRA step)")
+    p.add_argument("--disentangle_noise", type=float, default=0.05, help="std of the noise on the object-sentence delta")
+    p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
+    p.add_argument("--hidden_size", type=int, default=512)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--num_layers", type=int, default=2)
+
+
+def _generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate images with (or without) a rectifier")
+    _model_flags(p)
+    p.add_argument("--rectifier", default=None, help="rectifier folder from `rrnet train` (omit for the base model)")
+    p.add_argument("--prompt", nargs="+", default=None, help="one prompt or a pair (default: the rectifier's pair)")
+    p.add_argument("--triplet", nargs=3, metavar=("A", "R", "B"), default=None,
+                   help="the words to rectify when the prompts are not the trained relation")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
+    p.add_argument("--num_images", type=int, default=4)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--guidance_scale", type=float, default=7.5)
+
+
+def _tiny_parser(sub) -> None:
+    p = sub.add_parser("tiny-backbone", help="write a tiny random SD-shaped model folder (tests, examples)")
+    p.add_argument("output_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sd_version", type=int, choices=[1, 2], default=2)
+    p.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rrnet", description="Relation Rectification for diffusers text-to-image models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _generate_parser(sub)
+    _tiny_parser(sub)
+    from rrnet.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    return parser
+
+
+def _check_positive(args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise RRNetError(f"--{name} must be positive, got {value}")
+
+
+def run_train(args) -> None:
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.data import load_relation
+    from rrnet.train import TrainConfig, train_rectifier
+
+    _check_positive(args, "epochs", "learning_rate", "resolution", "hidden_size", "heads", "num_layers")
+    spec = load_relation(args.data)
+    config = TrainConfig(
+        epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        positive_weight=args.positive_weight, negative_weight=args.negative_weight,
+        negative=not args.no_negative, disentangle=not args.no_disentangle,
+        disentangle_noise=args.disentangle_noise, importance_sampling=not args.no_importance_sampling,
+        resolution=args.resolution, hidden=args.hidden_size, heads=args.heads, num_layers=args.num_layers,
+        seed=args.seed,
+    )
+    pipe = load_pipeline(args.model, args.device, args.mixed_precision)
+    _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model, progress=not args.no_progress)
+    last = history[-1]
+    print(f"trained {spec.name}: loss {last['loss']:.4f}, EOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}")
+    print(f"rectifier saved to {args.output_dir}")
+
+
+def run_generate(args) -> None:
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.generate import GenerationSettings, generate
+    from rrnet.rectifier import RelationRectifier
+
+    _check_positive(args, "num_images", "steps", "resolution")
+    rectifier = RelationRectifier.from_pretrained(args.rectifier) if args.rectifier else None
+    prompts = args.prompt
+    if prompts is None:
+        if rectifier is None or not rectifier.config.prompts:
+            raise RRNetError("--prompt is required without a --rectifier that records its prompt pair")
+        prompts = list(rectifier.config.prompts[0])
+    if len(prompts) > 2:
+        raise RRNetError(f"--prompt takes one prompt or a pair, got {len(prompts)}")
+    pipe = load_pipeline(args.model, args.device, args.mixed_precision)
+    if rectifier is not None:
+        rectifier.check_backbone(pipe)
+        rectifier.to(pipe.device)
+    settings = GenerationSettings(
+        alphas=tuple(args.alpha), num_images=args.num_images, seed=args.seed, steps=args.steps,
+        guidance_scale=args.guidance_scale, resolution=args.resolution,
+    )
+    meta = {"model": args.model, "rectifier": args.rectifier}
+    result = generate(pipe, prompts, args.output_dir, rectifier, settings, tuple(args.triplet) if args.triplet else None,
+                      progress=not args.no_progress, metadata=meta)
+    print(f"images in {result.output_dir}, grid: {result.grid}")
+
+
+def run_tiny(args) -> None:
+    from rrnet.backbones.tiny import build_tiny_backbone
+
+    print(build_tiny_backbone(args.output_dir, seed=args.seed, sd_version=args.sd_version, prediction_type=args.prediction_type))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny}
+    try:
+        if args.command == "demo":
+            from rrnet.demo import run_demo
+
+            run_demo(args)
+        else:
+            handlers[args.command](args)
+    except RRNetError as exc:
+        print(f"rrnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rrnet: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Training a relation rectifier on one relation, following the official RRNet recipe by default.
+
+Each epoch draws one random exemplar image from each of the four folders (A R B, B R A, A, B) and
+runs five pair steps, each with its own optimiser step: ARB/BRA, ARB/A, ARB/B, BRA/B, BRA/A.
+The object-sentence sides ("this is a photo of A") use the object-sentence adjust node, with
+Gaussian noise on its delta so it cannot collapse to zero (object-node disentanglement).
+The text encoder, UNet and VAE are frozen and never change.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rrnet.data import RelationSpec, load_images
+from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST
+from rrnet.losses import PairLoss, denoising_target, relation_compelling_loss, sample_timestep
+from rrnet.rectifier import EncodedPrompt, RectifierConfig, RelationRectifier, Triplet, add_at_eot, encode_prompt
+
+PAIR_STEPS: tuple[tuple[str, str], ...] = (
+    ("prompt", "swapped"),
+    ("prompt", "object_a"),
+    ("prompt", "object_b"),
+    ("swapped", "object_b"),
+    ("swapped", "object_a"),
+)
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters; defaults are the official recipe (SD 2.1-base, 100 epochs)."""
+
+    epochs: int = 100
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    positive_weight: float = 10.0
+    negative_weight: float = 2.0
+    negative: bool = True
+    disentangle: bool = True
+    disentangle_noise: float = 0.05
+    importance_sampling: bool = True
+    resolution: int | None = None
+    hidden: int = 512
+    heads: int = 2
+    num_layers: int = 2
+    seed: int = 0
+
+
+@dataclass
+class Side:
+    """One side of a pair step: a sentence, the graph and adjust node that edit it, its images."""
+
+    name: str
+    encoded: EncodedPrompt
+    graph: int
+    adjust: int
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    delta_noise: float = 0.0
+
+
+@dataclass
+class PreparedRelation:
+    """Everything frozen that training reads: encoded sentences, graphs, cached latent statistics."""
+
+    triplet: Triplet
+    graphs: list
+    sides: dict[str, Side] = field(default_factory=dict)
+
+
+def default_resolution(pipe) -> int:
+    """The resolution the UNet was built for (sample_size x VAE scale factor)."""
+    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+@torch.no_grad()
+def latent_distribution(pipe, images: torch.Tensor, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior mean and std of each image, scaled by the VAE's scaling factor."""
+    vae = pipe.vae
+    means, stds = [], []
+    for part in images.split(chunk):
+        dist = vae.encode(part.to(vae.device, vae.dtype)).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    scale = vae.config.scaling_factor
+    return torch.cat(means) * scale, torch.cat(stds) * scale
+
+
+def prepare_relation(pipe, rectifier: RelationRectifier, spec: RelationSpec, config: TrainConfig) -> PreparedRelation:
+    """Encode the four sentences, build the A-R-B and B-R-A graphs and cache image latents."""
+    triplet = Triplet(spec.object_a, spec.relation, spec.object_b)
+    resolution = config.resolution or default_resolution(pipe)
+    sentences = {
+        "prompt": spec.prompt,
+        "swapped": spec.swapped_prompt,
+        "object_a": rectifier.object_sentence(spec.object_a),
+        "object_b": rectifier.object_sentence(spec.object_b),
+    }
+    encoded = {k: encode_prompt(pipe, s) for k, s in sentences.items()}
+    graphs = [
+        rectifier.build_graph(pipe, triplet, encoded["prompt"], encoded["object_a"]),
+        rectifier.build_graph(pipe, triplet.swapped(), encoded["swapped"], encoded["object_b"]),
+    ]
+    layout = {  # side -> (graph, adjust node, images, delta noise)
+        "prompt": (0, PROMPT_ADJUST, spec.images_prompt, 0.0),
+        "swapped": (1, PROMPT_ADJUST, spec.images_swapped, 0.0),
+        "object_a": (0, OBJECT_SENTENCE_ADJUST, spec.images_a, config.disentangle_noise),
+        "object_b": (1, OBJECT_SENTENCE_ADJUST, spec.images_b, config.disentangle_noise),
+    }
+    prepared = PreparedRelation(triplet=triplet, graphs=graphs)
+    for name, (graph, adjust, paths, noise) in layout.items():
+        mean, std = latent_distribution(pipe, load_images(paths, resolution))
+        prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise)
+    return prepared
+
+
+def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    """Frozen UNet forward in its own dtype; the prediction comes back in fp32 for the loss."""
+    unet = pipe.unet
+    out = unet(latents.to(unet.dtype), timesteps, encoder_hidden_states=embeds.to(unet.dtype)).sample
+    return out.float()
+
+
+def pair_step_loss(
+    pipe,
+    rectifier: RelationRectifier,
+    prepared: PreparedRelation,
+    pair: tuple[str, str],
+    chosen: dict[str, int],
+    config: TrainConfig,
+    noise_scheduler,
+    generator: torch.Generator,
+) -> PairLoss:
+    """The relation-compelling loss of one pair step (one timestep and one noise draw shared)."""
+    device = pipe.unet.device
+    sides = [prepared.sides[name] for name in pair]
+    deltas = rectifier.adjust_vectors(prepared.graphs)
+    delta_rows = []
+    for side in sides:
+        delta = deltas[side.graph, side.adjust]
+        if side.delta_noise:
+            delta = delta + side.delta_noise * torch.randn(delta.shape, generator=generator).to(delta.device)
+        delta_rows.append(delta)
+    embeds = torch.stack([s.encoded.hidden for s in sides]).to(device)
+    eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
+    cond = add_at_eot(embeds, eots, torch.stack(delta_rows).to(device))
+
+    own = []
+    for side in sides:  # sample the VAE posterior afresh each step, as encoding each step would
+        i = chosen[side.name]
+        eps = torch.randn(side.latent_mean[i].shape, generator=generator)
+        own.append(side.latent_mean[i] + side.latent_std[i] * eps.to(side.latent_std.device))
+    own = torch.stack(own).to(device)
+    other = own.flip(0)
+    noise = torch.randn(own.shape, generator=generator).to(device)
+    t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
+    t = t.to(device).expand(len(sides))
+
+    pred_own = unet_predict(pipe, noise_scheduler.add_noise(own, noise, t), t, cond)
+    target_own = denoising_target(noise_scheduler, own, noise, t)
+    pred_other = target_other = None
+    if config.negative:
+        pred_other = unet_predict(pipe, noise_scheduler.add_noise(other, noise, t), t, cond)
+        target_other = denoising_target(noise_scheduler, other, noise, t)
+    return relation_compelling_loss(
+        pred_own, target_own, pred_other, target_other, config.positive_weight, config.negative_weight
+    )
+
+
+@torch.no_grad()
+def rectified_eot_cosine(rectifier: RelationRectifier, prepared: PreparedRelation, alpha: float = 1.0) -> float:
+    """Cosine similarity of the two prompts' EOT vectors after rectification (before: alpha=0)."""
+    deltas = rectifier.adjust_vectors(prepared.graphs)[:, PROMPT_ADJUST].cpu()
+    a = prepared.sides["prompt"].encoded.eot.cpu() + alpha * deltas[0]
+    b = prepared.sides["swapped"].encoded.eot.cpu() + alpha * deltas[1]
+    return F.cosine_similarity(a, b, dim=0).item()
+
+
+def freeze(pipe) -> None:
+    """Freeze every backbone model: only the rectifier is trained."""
+    for module in (pipe.text_encoder, pipe.unet, pipe.vae):
+        module.requires_grad_(False)
+        module.eval()
+
+
+def new_rectifier(pipe, config: TrainConfig) -> RelationRectifier:
+    width = pipe.text_encoder.config.hidden_size
+    rc = RectifierConfig(text_width=width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers)
+    torch.manual_seed(config.seed)
+    return RelationRectifier(rc).to(pipe.unet.device)
+
+
+def train_rectifier(
+    pipe,
+    spec: RelationSpec,
+    config: TrainConfig | None = None,
+    output_dir: str | Path | None = None,
+    model_id: str | None = None,
+    progress: bool = True,
+) -> tuple[RelationRectifier, list[dict]]:
+    """Train a rectifier for one relation; returns it and the per-epoch history.
+
+    With `output_dir`, writes `train_log.jsonl` (one line per epoch) and the final checkpoint.
+    """
+    from diffusers import DDPMScheduler
+
+    config = config or TrainConfig()
+    freeze(pipe)
+    rectifier = new_rectifier(pipe, config)
+    prepared = prepare_relation(pipe, rectifier, spec, config)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    optimizer = torch.optim.AdamW(rectifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    picker = random.Random(config.seed)
+    steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
+    base_cosine = rectified_eot_cosine(rectifier, prepared, alpha=0.0)
+
+    log_file = None
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        log_file = open(Path(output_dir) / "train_log.jsonl", "w", encoding="utf-8")
+    history = []
+    rectifier.train()
+    bar = tqdm(range(config.epochs), desc="train", disable=not progress)
+    try:
+        for epoch in bar:
+            chosen = {name: picker.randrange(len(s.latent_mean)) for name, s in prepared.sides.items()}
+            record = {"epoch": epoch + 1, "steps": {}}
+            for pair in steps:
+                result = pair_step_loss(pipe, rectifier, prepared, pair, chosen, config, noise_scheduler, generator)
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                optimizer.step()
+                record["steps"]["/".join(pair)] = {
+                    "loss": result.loss.item(),
+                    "positive": result.positive,
+                    "negative": None if result.negative != result.negative else result.negative,
+                }
+            losses = [s["loss"] for s in record["steps"].values()]
+            record["loss"] = sum(losses) / len(losses)
+            record["eot_cosine"] = rectified_eot_cosine(rectifier, prepared)
+            record["eot_cosine_base"] = base_cosine
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", cos=f"{record['eot_cosine']:.3f}")
+            if log_file:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+    finally:
+        if log_file:
+            log_file.close()
+    rectifier.eval()
+    rectifier.config.triplets = [asdict(prepared.triplet)]
+    rectifier.config.prompts = [[spec.prompt, spec.swapped_prompt]]
+    rectifier.config.backbone = model_id
+    rectifier.config.training = asdict(config)
+    if output_dir is not None:
+        rectifier.save_pretrained(output_dir)
+    return rectifier, history
