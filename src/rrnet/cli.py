@@ -93,7 +93,7 @@ def run_train(args) -> None:
         resolution=args.resolution, hidden=args.hidden_size, heads=args.heads, num_layers=args.num_layers,
         seed=args.seed,
     )
-    pipe = load_pipeline(args.model, args.device, args.mixed_precision)
+    pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model, progress=not args.no_progress)
     last = history[-1]
     print(f"trained {spec.name}: loss {last['loss']:.4f}, EOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}")
@@ -114,7 +114,7 @@ def run_generate(args) -> None:
         prompts = list(rectifier.config.prompts[0])
     if len(prompts) > 2:
         raise RRNetError(f"--prompt takes one prompt or a pair, got {len(prompts)}")
-    pipe = load_pipeline(args.model, args.device, args.mixed_precision)
+    pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     if rectifier is not None:
         rectifier.check_backbone(pipe)
         rectifier.to(pipe.device)

@@ -19,7 +19,7 @@ from torch import nn
 
 from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.errors import CheckpointError, PromptError
-from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs, relation_graph
+from rrnet.graph import PROMPT_ADJUST, batch_graphs, relation_graph
 from rrnet.hgcn import HGCN
 from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_embedding
 

@@ -30,7 +30,7 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
     n = len(tokenizer(prompt, truncation=False).input_ids)
     if n > limit:
         raise PromptError(
-            f"prompt is {n} tokens long, the text encoder takes at most {limit} (with start/end tokens): {prompt!r}"
+            f"prompt is {n} tokens long, the text encoder takes at most {limit} (with start/end tokens): {_short(prompt)}"
         )
     ids = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True).input_ids
     eot = tokenizer.eos_token_id
@@ -67,3 +67,8 @@ def word_embedding(text_encoder, tokenizer, tokens: PromptTokens, word: str) -> 
 def order_in_prompt(tokenizer, tokens: PromptTokens, first: str, second: str) -> bool:
     """True when `first` appears before `second` in the prompt: tells A-R-B from B-R-A."""
     return word_positions(tokenizer, tokens, first)[0] < word_positions(tokenizer, tokens, second)[0]
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A prompt quoted for an error line, cut so the line stays readable."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

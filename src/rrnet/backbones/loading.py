@@ -15,12 +15,17 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(model: str, device: str | None = None, mixed_precision: str = "no"):
+def load_pipeline(model: str, device: str | None = None, mixed_precision: str = "no", progress: bool = True):
     """`StableDiffusionPipeline.from_pretrained` (hub id or local folder) on `device`.
 
     `mixed_precision` sets the dtype of the frozen models; a rectifier always runs in fp32.
     """
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        (lib.enable_progress_bar if progress else lib.disable_progress_bar)()
 
     if mixed_precision not in DTYPES:
         raise RRNetError(f"--mixed_precision must be one of {', '.join(DTYPES)}, got {mixed_precision!r}")

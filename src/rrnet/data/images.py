@@ -6,7 +6,6 @@ EXIF rotation and 512/1024 px sizes. Everything here trusts file contents, not n
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Iterable

@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# the CPU wheel of torch, pinned in the same pip call as everything else
+TORCH := torch==2.13.0
+OPEN_CLIP_WHEEL := open_clip_torch==3.3.0
+export RRNET_CACHE ?= $(CURDIR)/.cache/rrnet
+BPE := $(RRNET_CACHE)/clip/bpe_simple_vocab_16e6.txt.gz
+STAMP := $(VENV)/.installed
+
+.PHONY: setup vocab demo test clean
+
+setup: $(STAMP) $(BPE)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)" -e ".[test]"
+	touch $(STAMP)
+
+# SD's CLIP BPE vocabulary ships inside the open_clip_torch wheel; take the file, not the package
+# (installing open_clip would pull torchvision and a CUDA torch).
+vocab: $(BPE)
+$(BPE): | $(STAMP)
+	$(BIN)/pip download --quiet --no-deps "$(OPEN_CLIP_WHEEL)" -d .cache/wheels
+	$(BIN)/python -m rrnet.backbones.clip_vocab .cache/wheels/open_clip_torch-3.3.0-py3-none-any.whl
+
+demo: setup
+	$(BIN)/rrnet demo --output_dir outputs/demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .cache outputs

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+
+from rrnet.errors import CheckpointError, PromptError
+from rrnet.rectifier import RectifierConfig, RelationRectifier, add_at_eot, encode_prompt
+
+TRIPLET = {"object_a": "red block", "relation": "above", "object_b": "blue block"}
+PROMPTS = ["a red block above a blue block", "a blue block above a red block"]
+
+
+def _rectifier(width=32, seed=0):
+    torch.manual_seed(seed)
+    cfg = RectifierConfig(text_width=width, hidden=16, heads=2, triplets=[TRIPLET], prompts=[PROMPTS])
+    model = RelationRectifier(cfg)
+    for p in model.parameters():  # GAT biases start at zero: make the edit visible
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def test_edit_touches_only_the_eot_position(tiny_pipe):
+    rect = _rectifier()
+    base = encode_prompt(tiny_pipe, PROMPTS[0])
+    out = rect.prompt_embeds(tiny_pipe, PROMPTS[0], alpha=0.5)[0]
+    changed = (out != base.hidden).any(-1).nonzero().flatten().tolist()
+    assert changed == [base.tokens.eot_index]
+    assert torch.equal(rect.prompt_embeds(tiny_pipe, PROMPTS[0], alpha=0.0)[0], base.hidden)
+
+
+def test_alpha_scales_the_adjustment(tiny_pipe):
+    rect = _rectifier()
+    base = encode_prompt(tiny_pipe, PROMPTS[1]).hidden
+    d1 = rect.prompt_embeds(tiny_pipe, PROMPTS[1], alpha=0.4)[0] - base
+    d2 = rect.prompt_embeds(tiny_pipe, PROMPTS[1], alpha=0.8)[0] - base
+    assert torch.allclose(2 * d1, d2, atol=1e-5)
+
+
+def test_direction_is_read_from_the_prompt(tiny_pipe):
+    rect = _rectifier()
+    both = rect.prompt_embeds(tiny_pipe, PROMPTS, alpha=1.0)
+    eot = encode_prompt(tiny_pipe, PROMPTS[0]).tokens.eot_index
+    assert not torch.allclose(both[0, eot], both[1, eot])
+    with pytest.raises(PromptError, match="does not contain the words"):
+        rect.prompt_embeds(tiny_pipe, "a cat next to a dog")
+    unseen = rect.prompt_embeds(tiny_pipe, "a cat above a dog", triplet=("cat", "above", "dog"))
+    assert unseen.shape == both[:1].shape
+
+
+def test_add_at_eot_matches_indexing():
+    embeds = torch.randn(2, 5, 3)
+    delta = torch.randn(2, 3)
+    out = add_at_eot(embeds, torch.tensor([1, 3]), delta, 0.5)
+    expected = embeds.clone()
+    expected[0, 1] += 0.5 * delta[0]
+    expected[1, 3] += 0.5 * delta[1]
+    assert torch.allclose(out, expected)
+
+
+def test_save_load_round_trip_gives_identical_outputs(tiny_pipe, tmp_path):
+    rect = _rectifier()
+    rect.save_pretrained(tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.json", "rectifier.safetensors"]
+    loaded = RelationRectifier.from_pretrained(tmp_path / "r")
+    assert torch.equal(rect.prompt_embeds(tiny_pipe, PROMPTS), loaded.prompt_embeds(tiny_pipe, PROMPTS))
+    assert loaded.config.triplets == [TRIPLET]
+
+
+def test_loading_onto_another_width_is_an_error(tiny_pipe, tmp_path):
+    _rectifier(width=64).save_pretrained(tmp_path / "wide")
+    wide = RelationRectifier.from_pretrained(tmp_path / "wide")
+    with pytest.raises(CheckpointError, match="width 64, this model's is 32"):
+        wide.prompt_embeds(tiny_pipe, PROMPTS[0])
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        RelationRectifier.from_pretrained(tmp_path / "missing")
+    _rectifier().save_pretrained(tmp_path / "r")
+    (tmp_path / "r" / "rectifier.safetensors").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(CheckpointError, match="unreadable safetensors"):
+        RelationRectifier.from_pretrained(tmp_path / "r")
+    _rectifier().save_pretrained(tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    cfg["hidden"] = 24
+    (tmp_path / "s" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match"):
+        RelationRectifier.from_pretrained(tmp_path / "s")

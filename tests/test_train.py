@@ -1,0 +1,71 @@
+import json
+
+import torch
+
+from rrnet.data import load_relation
+from rrnet.train import PAIR_STEPS, TrainConfig, pair_step_loss, prepare_relation, train_rectifier, freeze, new_rectifier
+
+SMALL = dict(hidden=16, heads=2)
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_frozen_models_bit_identical_and_log_written(tiny_pipe, relation_dir, tmp_path):
+    before = {name: _state(getattr(tiny_pipe, name)) for name in ("text_encoder", "unet", "vae")}
+    spec = load_relation(relation_dir)
+    rect, history = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=2, **SMALL), tmp_path / "out", progress=False)
+    for name, state in before.items():
+        after = getattr(tiny_pipe, name).state_dict()
+        assert all(torch.equal(state[k], after[k]) for k in state), name
+    lines = [json.loads(l) for l in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2] and len(history) == 2
+    assert set(lines[0]["steps"]) == {"/".join(p) for p in PAIR_STEPS}
+    assert -1.0 <= lines[-1]["eot_cosine"] <= 1.0
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["triplets"] == [{"object_a": "red block", "relation": "above", "object_b": "blue block"}]
+    assert saved["training"]["epochs"] == 2
+
+
+def test_training_changes_the_rectifier(tiny_pipe, relation_dir):
+    spec = load_relation(relation_dir)
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=3, learning_rate=1e-2, **SMALL)
+    start = new_rectifier(tiny_pipe, cfg).state_dict()
+    rect, _ = train_rectifier(tiny_pipe, spec, cfg, progress=False)
+    assert any(not torch.equal(start[k], v) for k, v in rect.state_dict().items())
+
+
+def test_only_the_rectifier_receives_gradients(tiny_pipe, relation_dir):
+    from diffusers import DDPMScheduler
+
+    cfg = TrainConfig(epochs=1, **SMALL)
+    freeze(tiny_pipe)
+    rect = new_rectifier(tiny_pipe, cfg)
+    prepared = prepare_relation(tiny_pipe, rect, load_relation(relation_dir), cfg)
+    chosen = {k: 0 for k in prepared.sides}
+    sched = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
+    loss = pair_step_loss(tiny_pipe, rect, prepared, ("prompt", "object_a"), chosen, cfg, sched, torch.Generator().manual_seed(0))
+    loss.loss.backward()
+    # the last layer is read out at adjust nodes only: its convs into adjust nodes must all learn
+    readout = {n: p for n, p in rect.named_parameters() if n.startswith("hgcn.layers.1.") and "adjust" in n.split(".")[4]}
+    assert readout and all(p.grad is not None for p in readout.values())
+    assert all(p.grad.abs().sum() > 0 for n, p in readout.items() if n.endswith(("lin.weight", "bias")))
+    assert all(p.grad is not None for n, p in rect.named_parameters() if n.startswith("hgcn.layers.0."))
+    for name in ("text_encoder", "unet", "vae"):
+        assert all(p.grad is None and not p.requires_grad for p in getattr(tiny_pipe, name).parameters())
+
+
+def test_ablation_switches(tiny_pipe, relation_dir):
+    spec = load_relation(relation_dir)
+    _, hist = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, negative=False, disentangle=False, **SMALL), progress=False)
+    assert list(hist[0]["steps"]) == ["prompt/swapped"]
+    assert hist[0]["steps"]["prompt/swapped"]["negative"] is None
+
+
+def test_same_seed_same_training(tiny_pipe, relation_dir):
+    spec = load_relation(relation_dir)
+    runs = [train_rectifier(tiny_pipe, spec, TrainConfig(epochs=2, **SMALL), progress=False)[0] for _ in range(2)]
+    a, b = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
