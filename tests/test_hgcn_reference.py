@@ -39,8 +39,8 @@ def _reference_forward(model, graph, heads):
         last = i == len(model.layers) - 1
         new = {}
         for edge_type, conv in layer.convs.items():
-            src, rel, dst = edge_type.strip("<>").split("___")  # ModuleDict keys are "<src___rel___dst>"
-            y = _gat_reference(conv, h[src], h[dst], graph[(src, rel, dst)].edge_index, heads)
+            src, _, dst = edge_type
+            y = _gat_reference(conv, h[src], h[dst], graph[edge_type].edge_index, heads)
             new[dst] = new.get(dst, 0) + y
         h = {k: (v.mean(1) if last else F.relu(v).flatten(1)) for k, v in new.items()}
     return h["adjust"].view(-1, 2, h["adjust"].shape[-1])
