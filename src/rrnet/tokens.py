@@ -24,8 +24,8 @@ class PromptTokens:
 
 def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
     """Tokenize like diffusers' `encode_prompt` (pad to max length) but refuse silent truncation."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise PromptError(f"empty prompt: {prompt!r}")
+    if not isinstance(prompt, str):
+        raise PromptError(f"prompt must be text, got {type(prompt).__name__}")
     limit = tokenizer.model_max_length
     n = len(tokenizer(prompt, truncation=False).input_ids)
     if n > limit:
