@@ -59,6 +59,34 @@ def _tiny_parser(sub) -> None:
     p.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
 
 
+def _world_parser(sub) -> None:
+    p = sub.add_parser("world", help="the mini world: build its backbone")
+    world = p.add_subparsers(dest="world_command", required=True)
+    b = world.add_parser("build", help="train the mini-world backbone from scratch (resumable)")
+    b.add_argument("--output_dir", default=None, help="diffusers folder to write (default: the one shipped with rrnet)")
+    b.add_argument("--build_dir", default=None, help="where stage outputs and checkpoints go (default: OUTPUT.build)")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--unet_steps", type=int, default=None, help="override the recipe's denoiser steps")
+    b.add_argument("--no_progress", action="store_true")
+
+
+def run_world(args) -> None:
+    import dataclasses
+
+    import torch
+
+    from rrnet.world.build import build_world_backbone, shipped_backbone
+    from rrnet.world.recipe import WorldRecipe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = WorldRecipe()
+    if args.unet_steps:
+        recipe = dataclasses.replace(recipe, unet_steps=args.unet_steps)
+    out = build_world_backbone(args.output_dir or shipped_backbone(), recipe, args.build_dir, progress=not args.no_progress)
+    print(f"mini-world backbone written to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rrnet", description="Relation Rectification for diffusers text-to-image models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rrnet.demo import add_demo_parser
 
     add_demo_parser(sub)
+    _world_parser(sub)
     return parser
 
 
@@ -137,7 +166,7 @@ def run_tiny(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny}
+    handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny, "world": run_world}
     try:
         if args.command == "demo":
             from rrnet.demo import run_demo

@@ -1,55 +1,103 @@
-"""`rrnet demo`: the whole train -> generate loop on a built-in example, on a CPU, in minutes.
+"""`rrnet demo`: rectify one relation of the mini world on a CPU and measure it exactly.
 
-The backbone here is the tiny random Stable-Diffusion-shaped model: it exercises every part of
-rrnet end to end (data, tokens, graph, HGCN, training, generation, grid), but its images are
-noise, so the demo shows the workflow, not a relation being fixed.
+The shipped mini-world backbone draws "a red circle above a blue square" and its swap as a coin
+flip, because its text encoder gives both prompts the same EOT state. The demo writes exemplar
+images, trains a rectifier on them, samples both prompts with the base model and at several
+alphas, judges every image exactly, and writes a grid, `results.json` and `report.md`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from PIL import Image
+
+from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
-from rrnet.backbones.tiny import build_tiny_backbone
-from rrnet.data import load_relation
-from rrnet.generate import GenerationSettings, generate
+from rrnet.data import load_relation, save_image_atomic
+from rrnet.errors import RRNetError
+from rrnet.generate import alpha_label
+from rrnet.grid import image_grid, mosaic
 from rrnet.train import TrainConfig, train_rectifier
 
 DEMO_TRIPLET = ("red circle", "above", "blue square")
+DEMO_ALPHAS = (0.4, 0.8, 1.2, 1.6)
 
 
 def add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="train and generate on the built-in example (CPU, minutes)")
+    p = sub.add_parser("demo", help="rectify a mini-world relation on the CPU and measure it (minutes)")
     p.add_argument("--output_dir", default="outputs/demo")
-    p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    p.add_argument("--model", default=None, help="mini-world backbone folder (default: the shipped one)")
+    p.add_argument("--quick", action="store_true", help="few epochs and samples (smoke test)")
+    p.add_argument("--samples", type=int, default=None, help="images per prompt and setting (default 100; quick 8)")
+    p.add_argument("--epochs", type=int, default=None, help="rectifier epochs (default 100; quick 3)")
+    p.add_argument("--alpha", type=float, nargs="+", default=list(DEMO_ALPHAS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_progress", action="store_true")
 
 
+def _table(rows: list[dict]) -> str:
+    lines = ["| setting | prompt | relation acc. | swapped | objects |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['prompt']} | {r['relation_accuracy']:.3f} | {r['swapped_rate']:.3f} | {r['object_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
 def run_demo(args: argparse.Namespace) -> None:
+    from rrnet.rectifier import RelationRectifier
+    from rrnet.world.build import SAMPLING, shipped_backbone
+    from rrnet.world.evaluate import score_prompt
     from rrnet.world.exemplars import write_relation_folder
 
-    out = Path(args.output_dir)
-    print("rrnet demo: tiny RANDOM backbone (untrained weights) -- this shows the workflow; its images are noise")
-    model_dir = out / "backbone"
+    model_dir = Path(args.model) if args.model else shipped_backbone()
     if not (model_dir / "model_index.json").is_file():
-        build_tiny_backbone(model_dir, seed=args.seed)
-    data_dir = write_relation_folder(out / "data", *DEMO_TRIPLET, n_images=4, size=32, seed=args.seed)
+        raise RRNetError(f"{model_dir}: no mini-world backbone here; build it with `rrnet world build`")
+    out = Path(args.output_dir)
+    samples = args.samples or (8 if args.quick else 100)
+    epochs = args.epochs or (3 if args.quick else 100)
+    progress = not args.no_progress
+    a, rel, b = DEMO_TRIPLET
+
+    print(f"rrnet demo: mini world, relation {a!r} {rel!r} {b!r}; {samples} samples per prompt and setting")
+    data_dir = write_relation_folder(out / "data", a, rel, b, n_images=5, size=32, seed=args.seed)
     spec = load_relation(data_dir)
-    pipe = load_pipeline(str(model_dir), device="cpu", progress=not args.no_progress)
-    config = TrainConfig(epochs=2 if args.quick else 30, hidden=64, heads=2, seed=args.seed)
-    _, history = train_rectifier(pipe, spec, config, out / "rectifier", model_id=str(model_dir), progress=not args.no_progress)
-    settings = GenerationSettings(alphas=(0.0, 0.4, 0.8), num_images=2, steps=3 if args.quick else 20, seed=args.seed)
-    result = generate(pipe, [spec.prompt, spec.swapped_prompt], out / "samples", load_rectifier(out / "rectifier"), settings,
-                      progress=not args.no_progress, metadata={"model": str(model_dir)})
+    pipe = load_pipeline(str(model_dir), device="cpu", progress=progress)
+    pipe.set_progress_bar_config(disable=True)
+    _, history = train_rectifier(pipe, spec, TrainConfig(epochs=epochs, seed=args.seed), out / "rectifier",
+                                 model_id=str(model_dir), progress=progress)
+    rectifier = RelationRectifier.from_pretrained(out / "rectifier")
+
+    settings = [None, *args.alpha]
+    prompts = [(a, rel, b), (b, rel, a)]
+    rows, grid_rows = [], []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(settings) * len(prompts), desc="sample + judge", disable=not progress)
+    for pa, prel, pb in prompts:
+        cells = []
+        for alpha in settings:
+            score, images = score_prompt(pipe, pa, prel, pb, n=samples, seed=args.seed, alpha=alpha, rectifier=rectifier,
+                                         steps=SAMPLING["num_inference_steps"], guidance=SAMPLING["guidance_scale"])
+            rows.append({"setting": alpha_label(alpha), **score.as_dict()})
+            cells.append(mosaic([Image.fromarray(im) for im in images[:4]]))
+            bar.update(1)
+        grid_rows.append(cells)
+    bar.close()
+
+    grid = image_grid(grid_rows, [r["prompt"] for r in rows[:: len(settings)]], [alpha_label(s) for s in settings])
+    save_image_atomic(grid, out / "grid.png")
     last = history[-1]
-    print(f"relation: {spec.prompt!r} vs {spec.swapped_prompt!r}")
-    print(f"EOT cosine of the two prompts: {last['eot_cosine_base']:.4f} (base) -> {last['eot_cosine']:.4f} (rectified, alpha=1)")
-    print(f"rectifier: {out / 'rectifier'}  grid: {result.grid}")
-
-
-def load_rectifier(path: Path):
-    from rrnet.rectifier import RelationRectifier
-
-    return RelationRectifier.from_pretrained(path)
+    results = {"triplet": DEMO_TRIPLET, "model": str(model_dir), "samples_per_setting": samples, "epochs": epochs,
+               "seed": args.seed, "sampling": SAMPLING, "eot_cosine_base": last["eot_cosine_base"],
+               "eot_cosine_rectified": last["eot_cosine"], "rows": rows}
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    report = (f"# rrnet demo: {a} {rel} {b}\n\nMini-world backbone `{model_dir}`; rectifier trained {epochs} epochs on "
+              f"5 exemplar images per folder; {samples} samples per prompt and setting, seeds {args.seed}..{args.seed + samples - 1}, "
+              f"{SAMPLING['num_inference_steps']} DDIM steps, guidance {SAMPLING['guidance_scale']}; exact judge.\n\n"
+              f"EOT cosine of the two prompts: {last['eot_cosine_base']:.4f} (base) -> {last['eot_cosine']:.4f} (rectified, alpha=1).\n\n"
+              f"{_table(rows)}\n\n![grid](grid.png)\n")
+    atomic_write_text(out / "report.md", report)
+    print(_table(rows))
+    print(f"\nEOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}; grid {out / 'grid.png'}; report {out / 'report.md'}")

@@ -40,3 +40,13 @@ def image_grid(
             resample = Image.NEAREST if image.width < cell else Image.LANCZOS
             grid.paste(image.convert("RGB").resize((cell - 4, cell - 4), resample), (label_width + c * cell + 2, y + 2))
     return grid
+
+
+def mosaic(images: list[Image.Image], columns: int = 2) -> Image.Image:
+    """Tile a few samples into one cell, so a grid cell shows a setting's spread, not one draw."""
+    w, h = images[0].size
+    rows = -(-len(images) // columns)
+    out = Image.new("RGB", (columns * w, rows * h), "white")
+    for i, image in enumerate(images):
+        out.paste(image.convert("RGB"), ((i % columns) * w, (i // columns) * h))
+    return out

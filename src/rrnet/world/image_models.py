@@ -1,0 +1,160 @@
+"""The mini world's autoencoder and denoiser: diffusers `AutoencoderKL` and `UNet2DConditionModel`.
+
+Both are trained from scratch on rendered scenes with resumable loops (checkpoints in
+safetensors + JSON). The UNet is conditioned through cross-attention and, strongly, through
+`addition_embed_type="text"`: an attention-pooled summary of the text states added to the
+timestep embedding (scale/shift of every ResBlock), so a change at the EOT reaches every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rrnet.training_state import has_state, load_state, save_state
+from rrnet.world.corpus import pair_prompts, sample_batch, single_prompts
+from rrnet.world.recipe import WorldRecipe
+
+
+def build_vae(recipe: WorldRecipe):
+    from diffusers import AutoencoderKL
+
+    n = len(recipe.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=recipe.vae_channels, norm_num_groups=16, sample_size=recipe.size,
+        mid_block_add_attention=False,
+    )
+
+
+def build_unet(recipe: WorldRecipe, latent_size: int):
+    from diffusers import UNet2DConditionModel
+
+    n = len(recipe.unet_channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=recipe.unet_channels, down_block_types=down, up_block_types=up,
+        cross_attention_dim=recipe.text_width, attention_head_dim=4, norm_num_groups=16,
+        addition_embed_type="text", addition_embed_type_num_heads=4,
+    )
+
+
+def shifted_cosine_betas(recipe: WorldRecipe, steps: int = 1000) -> list[float]:
+    """Cosine schedule with every SNR multiplied by `snr_shift`, as explicit betas for the scheduler."""
+    s = 0.008
+    t = torch.arange(steps + 1, dtype=torch.float64) / steps
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = (f[1:] / f[0]).clamp(1e-9, 1.0)
+    snr = alpha_bar / (1 - alpha_bar).clamp(min=1e-12) * recipe.snr_shift
+    shifted = snr / (1 + snr)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), shifted[:-1]])
+    return (1 - shifted / prev).clamp(0, 0.999).tolist()
+
+
+def make_scheduler(recipe: WorldRecipe):
+    """DDIM sampling on the training schedule (explicit betas, v-prediction, trailing timesteps)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction",
+        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False,
+    )
+
+
+def _lr_at(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / max(1, warmup))
+
+
+def train_vae(recipe: WorldRecipe, work: Path, progress: bool = True):
+    """Train the autoencoder on rendered scenes; resumes from `work/vae_state` if present."""
+    vae = build_vae(recipe)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng(recipe.seed + 1)
+    torch.manual_seed(recipe.seed + 1)
+    ckpt, step = work / "vae_state", 0
+    if has_state(ckpt):
+        step = load_state(ckpt, {"vae": vae}, optimizer, rng)["step"]
+    pairs, singles = pair_prompts(recipe), single_prompts()
+    bar = tqdm(range(step, recipe.vae_steps), desc="autoencoder", initial=step, total=recipe.vae_steps, disable=not progress)
+    for step in bar:
+        images, _ = sample_batch(recipe, rng, recipe.vae_batch, pairs, singles)
+        posterior = vae.encode(images).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        mse = F.mse_loss(recon, images)
+        loss = mse + recipe.vae_kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(mse=f"{mse.item():.4f}")
+        if (step + 1) % recipe.checkpoint_every == 0:
+            save_state(ckpt, {"vae": vae}, optimizer, step + 1, rng)
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():  # unit-variance latents, as SD's scaling factor gives
+        images, _ = sample_batch(recipe, np.random.default_rng(recipe.seed + 2), 256, pairs, singles)
+        std = vae.encode(images).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return vae
+
+
+@torch.no_grad()
+def caption_states(text_encoder, tokenizer, captions: list[str]) -> dict[str, torch.Tensor]:
+    """Frozen text-encoder outputs (77, D) for every caption, computed once."""
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    states = text_encoder(ids).last_hidden_state
+    return dict(zip(captions, states))
+
+
+def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, progress: bool = True):
+    """Train the denoiser (v-prediction) on VAE latents; EMA weights are returned. Resumable."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    latent_size = recipe.size // (2 ** (len(recipe.vae_channels) - 1))
+    torch.manual_seed(recipe.seed + 3)
+    unet, ema_unet = build_unet(recipe, latent_size), build_unet(recipe, latent_size)
+    ema_unet.load_state_dict(unet.state_dict())
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=recipe.unet_lr, weight_decay=0.01)
+    rng = np.random.default_rng(recipe.seed + 4)
+    ckpt, step = work / "unet_state", 0
+    ema = EMAModel(unet.parameters(), decay=recipe.ema_decay)
+    if has_state(ckpt):
+        meta = load_state(ckpt, {"unet": unet, "ema": ema_unet}, optimizer, rng)
+        step = meta["step"]
+        ema = EMAModel(ema_unet.parameters(), decay=recipe.ema_decay)
+        ema.optimization_step = meta["extra"]["ema_step"]
+    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction")
+    pairs, singles = pair_prompts(recipe), single_prompts()
+    states = caption_states(text_encoder, tokenizer, [""] + [p.text for p in pairs + singles])
+    scale = vae.config.scaling_factor
+    bar = tqdm(range(step, recipe.unet_steps), desc="denoiser", initial=step, total=recipe.unet_steps, disable=not progress)
+    unet.train()
+    for step in bar:
+        images, captions = sample_batch(recipe, rng, recipe.unet_batch, pairs, singles)
+        with torch.no_grad():
+            latents = vae.encode(images).latent_dist.sample() * scale
+        cond = torch.stack([states[c] for c in captions])
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (len(latents),))
+        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred, noise_scheduler.get_velocity(latents, noise, t))
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, recipe.unet_lr, recipe.unet_warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        ema.step(unet.parameters())
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.unet_steps:
+            ema.copy_to(ema_unet.parameters())
+            save_state(ckpt, {"unet": unet, "ema": ema_unet}, optimizer, step + 1, rng, {"ema_step": ema.optimization_step})
+    ema.copy_to(ema_unet.parameters())
+    return ema_unet.eval().requires_grad_(False)

@@ -1,0 +1,102 @@
+"""The mini world's backbone: its tokenizer, a resumable build, and the shipped trained model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rrnet.training_state import load_state, save_state
+from rrnet.world.build import build_world_backbone, shipped_backbone
+from rrnet.world.recipe import WorldRecipe
+from rrnet.world.tokenizer import world_tokenizer, world_words
+
+SHIPPED = shipped_backbone()
+
+
+def test_world_words_are_single_tokens_and_padding_is_sd2_style():
+    tok = world_tokenizer()
+    for word in world_words():
+        assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
+    ids = tok("a red circle above a blue square", padding="max_length", max_length=77).input_ids
+    assert ids[:9] == [tok.bos_token_id, *ids[1:8], tok.eos_token_id] and ids[9] == tok.pad_token_id == tok.convert_tokens_to_ids("!")
+
+
+def test_training_state_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    rng = np.random.default_rng(5)
+    save_state(tmp_path / "s", {"m": model}, opt, 7, rng, {"k": 1})
+    expected_draw, expected_torch = rng.random(), torch.rand(1)
+    other = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.AdamW(other.parameters(), lr=0.1)
+    rng2 = np.random.default_rng(0)
+    meta = load_state(tmp_path / "s", {"m": other}, opt2, rng2)
+    assert meta["step"] == 7 and meta["extra"] == {"k": 1}
+    assert torch.equal(other.weight, model.weight)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert rng2.random() == expected_draw and torch.equal(torch.rand(1), expected_torch)
+
+
+def test_build_is_resumable_and_loads_with_plain_diffusers(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    small = dict(text_steps=2, vae_steps=2, unet_steps=2, checkpoint_every=1, vae_batch=4, unet_batch=4)
+    out = build_world_backbone(tmp_path / "mini", WorldRecipe(**small), progress=False)
+    work = tmp_path / "mini.build"
+    assert json.loads((work / "unet_state.json").read_text())["step"] == 2
+    vae_mtime = (work / "vae" / "config.json").stat().st_mtime_ns
+    build_world_backbone(tmp_path / "mini", WorldRecipe(**{**small, "unet_steps": 3}), progress=False)
+    assert json.loads((work / "unet_state.json").read_text())["step"] == 3  # continued, not restarted
+    assert (work / "vae" / "config.json").stat().st_mtime_ns == vae_mtime  # finished stage kept
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle above a blue square", num_inference_steps=2, guidance_scale=4.0,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+    info = json.loads((out / "world.json").read_text())
+    assert info["recipe"]["collapsed_pairs"][0] == ["red circle", "blue square"]
+
+
+def test_changing_the_recipe_refuses_to_resume(tmp_path):
+    from rrnet.errors import RRNetError
+
+    small = dict(text_steps=1, vae_steps=1, unet_steps=1, vae_batch=2, unet_batch=2)
+    build_world_backbone(tmp_path / "mini", WorldRecipe(**small), progress=False)
+    with pytest.raises(RRNetError, match="another recipe"):
+        build_world_backbone(tmp_path / "mini", WorldRecipe(**small, text_width=32), progress=False)
+
+
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="mini-world backbone not built")
+
+
+@needs_shipped
+def test_shipped_backbone_draws_objects_and_follows_direction():
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.world.evaluate import score_prompt
+
+    pipe = load_pipeline(str(SHIPPED), device="cpu", progress=False)
+    score, _ = score_prompt(pipe, "green triangle", "left of", "cyan ring", n=16, seed=0)
+    assert score.object_accuracy >= 0.8
+    assert score.relation_accuracy >= 0.8  # an order-aware pair: the denoiser follows the direction
+
+
+@needs_shipped
+def test_shipped_text_encoder_collapses_the_target_pairs():
+    info = json.loads((SHIPPED / "world.json").read_text())
+    assert info["eot_cosines"]["swapped_collapsed_min"] >= 0.98
+    assert info["eot_cosines"]["swapped_order_aware"] < 0.9
+
+
+@needs_shipped
+def test_demo_quick_completes(tmp_path, capsys):
+    from rrnet.cli import main
+
+    code = main(["demo", "--quick", "--output_dir", str(tmp_path / "demo"), "--no_progress", "--alpha", "0.8"])
+    assert code == 0
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert [r["setting"] for r in results["rows"]] == ["base", "alpha_0.8"] * 2
+    assert (tmp_path / "demo" / "grid.png").is_file() and (tmp_path / "demo" / "report.md").is_file()
