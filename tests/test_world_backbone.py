@@ -100,3 +100,15 @@ def test_demo_quick_completes(tmp_path, capsys):
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["setting"] for r in results["rows"]] == ["base", "alpha_0.8"] * 2
     assert (tmp_path / "demo" / "grid.png").is_file() and (tmp_path / "demo" / "report.md").is_file()
+
+
+def test_judge_arrays_scores_rendered_scenes():
+    from rrnet.world.evaluate import judge_arrays
+    from rrnet.world.render import render_object, render_scene
+
+    rng = np.random.default_rng(0)
+    right = np.stack([render_scene("red circle", "above", "blue square", rng)[0] for _ in range(6)])
+    swapped = np.stack([render_scene("blue square", "above", "red circle", rng)[0] for _ in range(2)])
+    single = np.stack([render_object("red circle", rng)[0] for _ in range(2)])
+    scores = judge_arrays(np.concatenate([right, swapped, single]), "red circle", "above", "blue square")
+    assert scores == {"relation_accuracy": 0.6, "swapped_rate": 0.2, "object_accuracy": 0.8}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +50,12 @@ class TrainConfig:
     heads: int = 2
     num_layers: int = 2
     seed: int = 0
+    # fast path: each part can be switched off to measure it (results stay the same)
+    cache_latents: bool = True
+    cache_text: bool = True
+    batch_unet: bool = True
+    gradient_checkpointing: bool = False
+    compile_unet: bool = False
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Side:
     latent_mean: torch.Tensor
     latent_std: torch.Tensor
     delta_noise: float = 0.0
+    images: torch.Tensor | None = None  # kept only when latents are not cached
 
 
 @dataclass
@@ -92,6 +99,16 @@ def latent_distribution(pipe, images: torch.Tensor, chunk: int = 4) -> tuple[tor
     return torch.cat(means) * scale, torch.cat(stds) * scale
 
 
+def encode_sentences(pipe, rectifier: RelationRectifier, triplet: Triplet, sentences: dict[str, str]):
+    """Text-encoder outputs of the four sentences and the A-R-B / B-R-A graphs built from them."""
+    encoded = {k: encode_prompt(pipe, s) for k, s in sentences.items()}
+    graphs = [
+        rectifier.build_graph(pipe, triplet, encoded["prompt"], encoded["object_a"]),
+        rectifier.build_graph(pipe, triplet.swapped(), encoded["swapped"], encoded["object_b"]),
+    ]
+    return encoded, graphs
+
+
 def prepare_relation(pipe, rectifier: RelationRectifier, spec: RelationSpec, config: TrainConfig) -> PreparedRelation:
     """Encode the four sentences, build the A-R-B and B-R-A graphs and cache image latents."""
     triplet = Triplet(spec.object_a, spec.relation, spec.object_b)
@@ -102,11 +119,7 @@ def prepare_relation(pipe, rectifier: RelationRectifier, spec: RelationSpec, con
         "object_a": rectifier.object_sentence(spec.object_a),
         "object_b": rectifier.object_sentence(spec.object_b),
     }
-    encoded = {k: encode_prompt(pipe, s) for k, s in sentences.items()}
-    graphs = [
-        rectifier.build_graph(pipe, triplet, encoded["prompt"], encoded["object_a"]),
-        rectifier.build_graph(pipe, triplet.swapped(), encoded["swapped"], encoded["object_b"]),
-    ]
+    encoded, graphs = encode_sentences(pipe, rectifier, triplet, sentences)
     layout = {  # side -> (graph, adjust node, images, delta noise)
         "prompt": (0, PROMPT_ADJUST, spec.images_prompt, 0.0),
         "swapped": (1, PROMPT_ADJUST, spec.images_swapped, 0.0),
@@ -115,9 +128,29 @@ def prepare_relation(pipe, rectifier: RelationRectifier, spec: RelationSpec, con
     }
     prepared = PreparedRelation(triplet=triplet, graphs=graphs)
     for name, (graph, adjust, paths, noise) in layout.items():
-        mean, std = latent_distribution(pipe, load_images(paths, resolution))
-        prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise)
+        images = load_images(paths, resolution)
+        mean, std = latent_distribution(pipe, images)
+        kept = None if config.cache_latents else images
+        prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise, kept)
     return prepared
+
+
+def refresh_text(pipe, rectifier: RelationRectifier, prepared: PreparedRelation) -> PreparedRelation:
+    """Re-run the frozen text encoder and rebuild the graphs (the uncached path; same values)."""
+    sentences = {name: side.encoded.tokens.prompt for name, side in prepared.sides.items()}
+    encoded, graphs = encode_sentences(pipe, rectifier, prepared.triplet, sentences)
+    sides = {name: replace(side, encoded=encoded[name]) for name, side in prepared.sides.items()}
+    return PreparedRelation(triplet=prepared.triplet, graphs=graphs, sides=sides)
+
+
+def exemplar_latent(pipe, side: Side, index: int, generator: torch.Generator) -> torch.Tensor:
+    """A fresh sample from the VAE posterior of one exemplar (cached statistics, or encoded now)."""
+    if side.images is None:
+        mean, std = side.latent_mean[index], side.latent_std[index]
+    else:
+        mean, std = (x[0] for x in latent_distribution(pipe, side.images[index : index + 1]))
+    eps = torch.randn(mean.shape, generator=generator)
+    return mean + std * eps.to(std.device)
 
 
 def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
@@ -139,6 +172,8 @@ def pair_step_loss(
 ) -> PairLoss:
     """The relation-compelling loss of one pair step (one timestep and one noise draw shared)."""
     device = pipe.unet.device
+    if not config.cache_text:
+        prepared = refresh_text(pipe, rectifier, prepared)
     sides = [prepared.sides[name] for name in pair]
     deltas = rectifier.adjust_vectors(prepared.graphs)
     delta_rows = []
@@ -151,23 +186,26 @@ def pair_step_loss(
     eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
     cond = add_at_eot(embeds, eots, torch.stack(delta_rows).to(device))
 
-    own = []
-    for side in sides:  # sample the VAE posterior afresh each step, as encoding each step would
-        i = chosen[side.name]
-        eps = torch.randn(side.latent_mean[i].shape, generator=generator)
-        own.append(side.latent_mean[i] + side.latent_std[i] * eps.to(side.latent_std.device))
-    own = torch.stack(own).to(device)
+    own = torch.stack([exemplar_latent(pipe, side, chosen[side.name], generator) for side in sides]).to(device)
     other = own.flip(0)
     noise = torch.randn(own.shape, generator=generator).to(device)
     t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
     t = t.to(device).expand(len(sides))
 
-    pred_own = unet_predict(pipe, noise_scheduler.add_noise(own, noise, t), t, cond)
+    noisy_own = noise_scheduler.add_noise(own, noise, t)
     target_own = denoising_target(noise_scheduler, own, noise, t)
     pred_other = target_other = None
-    if config.negative:
-        pred_other = unet_predict(pipe, noise_scheduler.add_noise(other, noise, t), t, cond)
+    if not config.negative:
+        pred_own = unet_predict(pipe, noisy_own, t, cond)
+    else:
+        noisy_other = noise_scheduler.add_noise(other, noise, t)
         target_other = denoising_target(noise_scheduler, other, noise, t)
+        if config.batch_unet:  # one UNet call for both terms: same conditioning, twice the batch
+            both = unet_predict(pipe, torch.cat([noisy_own, noisy_other]), torch.cat([t, t]), torch.cat([cond, cond]))
+            pred_own, pred_other = both.chunk(2)
+        else:
+            pred_own = unet_predict(pipe, noisy_own, t, cond)
+            pred_other = unet_predict(pipe, noisy_other, t, cond)
     return relation_compelling_loss(
         pred_own, target_own, pred_other, target_other, config.positive_weight, config.negative_weight
     )
@@ -187,6 +225,17 @@ def freeze(pipe) -> None:
     for module in (pipe.text_encoder, pipe.unet, pipe.vae):
         module.requires_grad_(False)
         module.eval()
+
+
+def configure_unet(pipe, config: TrainConfig) -> None:
+    """Memory/speed switches on the frozen UNet: activation checkpointing and `torch.compile`."""
+    if config.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+    elif getattr(pipe.unet, "gradient_checkpointing", False):
+        pipe.unet.disable_gradient_checkpointing()
+    if config.compile_unet and not getattr(pipe.unet, "_rrnet_compiled", False):
+        pipe.unet.compile()
+        pipe.unet._rrnet_compiled = True
 
 
 def new_rectifier(pipe, config: TrainConfig) -> RelationRectifier:
@@ -212,6 +261,7 @@ def train_rectifier(
 
     config = config or TrainConfig()
     freeze(pipe)
+    configure_unet(pipe, config)
     rectifier = new_rectifier(pipe, config)
     prepared = prepare_relation(pipe, rectifier, spec, config)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -97,11 +97,29 @@ def train_vae(recipe: WorldRecipe, work: Path, progress: bool = True):
         if (step + 1) % recipe.checkpoint_every == 0:
             save_state(ckpt, {"vae": vae}, optimizer, step + 1, rng)
     vae.eval().requires_grad_(False)
+    fix_posterior_std(vae)
     with torch.no_grad():  # unit-variance latents, as SD's scaling factor gives
         images, _ = sample_batch(recipe, np.random.default_rng(recipe.seed + 2), 256, pairs, singles)
         std = vae.encode(images).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     return vae
+
+
+POSTERIOR_LOGVAR = -12.0
+
+
+@torch.no_grad()
+def fix_posterior_std(vae, logvar: float = POSTERIOR_LOGVAR) -> None:
+    """Make the posterior's std a tiny constant (exp(logvar / 2) ~ 0.0025).
+
+    Trained with sampling and a near-zero KL weight, the encoder leaves its std near 1 and the
+    decoder simply learns to ignore the noise. Diffusion training and exemplar encoding should
+    see the posterior means, so the log-variance half of `quant_conv` is set to a constant.
+    """
+    conv = vae.quant_conv
+    half = conv.out_channels // 2
+    conv.weight[half:] = 0.0
+    conv.bias[half:] = logvar
 
 
 @torch.no_grad()
