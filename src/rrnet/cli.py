@@ -36,6 +36,12 @@ def _train_parser(sub) -> None:
     p.add_argument("--hidden_size", type=int, default=512)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--num_layers", type=int, default=2)
+    speed = p.add_argument_group("speed and memory (results are the same either way)")
+    speed.add_argument("--gradient_checkpointing", action="store_true", help="recompute UNet activations in backward")
+    speed.add_argument("--compile_unet", action="store_true", help="torch.compile the frozen UNet")
+    speed.add_argument("--no_cache_latents", action="store_true", help="VAE-encode exemplars at every step")
+    speed.add_argument("--no_cache_text", action="store_true", help="re-run the text encoder at every step")
+    speed.add_argument("--no_batch_unet", action="store_true", help="separate UNet calls for the two loss terms")
 
 
 def _generate_parser(sub) -> None:
@@ -120,7 +126,9 @@ def run_train(args) -> None:
         negative=not args.no_negative, disentangle=not args.no_disentangle,
         disentangle_noise=args.disentangle_noise, importance_sampling=not args.no_importance_sampling,
         resolution=args.resolution, hidden=args.hidden_size, heads=args.heads, num_layers=args.num_layers,
-        seed=args.seed,
+        seed=args.seed, cache_latents=not args.no_cache_latents, cache_text=not args.no_cache_text,
+        batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
+        compile_unet=args.compile_unet,
     )
     pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model, progress=not args.no_progress)

@@ -10,6 +10,7 @@ The text encoder, UNet and VAE are frozen and never change.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -233,9 +234,8 @@ def configure_unet(pipe, config: TrainConfig) -> None:
         pipe.unet.enable_gradient_checkpointing()
     elif getattr(pipe.unet, "gradient_checkpointing", False):
         pipe.unet.disable_gradient_checkpointing()
-    if config.compile_unet and not getattr(pipe.unet, "_rrnet_compiled", False):
-        pipe.unet.compile()
-        pipe.unet._rrnet_compiled = True
+    if config.compile_unet and getattr(pipe.unet, "_compiled_call_impl", None) is None:
+        pipe.unet.compile()  # in place, once
 
 
 def new_rectifier(pipe, config: TrainConfig) -> RelationRectifier:
@@ -290,7 +290,7 @@ def train_rectifier(
                 record["steps"]["/".join(pair)] = {
                     "loss": result.loss.item(),
                     "positive": result.positive,
-                    "negative": None if result.negative != result.negative else result.negative,
+                    "negative": None if math.isnan(result.negative) else result.negative,
                 }
             losses = [s["loss"] for s in record["steps"].values()]
             record["loss"] = sum(losses) / len(losses)

@@ -65,7 +65,7 @@ def make_scheduler(recipe: WorldRecipe):
 
     return DDIMScheduler(
         num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction",
-        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False,
+        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     )
 
 
