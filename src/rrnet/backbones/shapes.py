@@ -30,7 +30,8 @@ class BackboneShape:
 
 SHAPES: dict[str, BackboneShape] = {
     "tiny": BackboneShape(32, (16, 32), (2, 4), 1, 32, 2, 4, (8, 16), 1, norm_groups=8, cross_attn_levels=1),
-    "mid": BackboneShape(128, (64, 128, 256), (2, 4, 8), 1, 256, 4, 4, (32, 64, 64), 1),
+    # SD 2.1-base with every width divided by 4, at 256 px: the same layout, CPU-sized
+    "mid": BackboneShape(256, (80, 160, 320, 320), (5, 10, 20, 20), 2, 256, 23, 4, (32, 64, 128, 128), 2, norm_groups=16),
     "sd21-base": BackboneShape(512, (320, 640, 1280, 1280), (5, 10, 20, 20), 2, 1024, 23, 16, (128, 256, 512, 512), 2),
 }
 
