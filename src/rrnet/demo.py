@@ -23,7 +23,7 @@ from rrnet.grid import image_grid, mosaic
 from rrnet.train import TrainConfig, train_rectifier
 
 DEMO_TRIPLET = ("red circle", "above", "blue square")
-DEMO_ALPHAS = (0.4, 0.8, 1.2, 1.6)
+DEMO_ALPHAS = (0.4, 0.8, 1.2)
 
 
 def add_demo_parser(sub) -> None:
