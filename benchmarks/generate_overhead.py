@@ -4,7 +4,7 @@ The rectifier adds: encoding the object sentence, building the graph, the HGCN f
 EOT edit. Measured as (time of rectified prompt_embeds) - (time of base prompt encoding), against
 one full pipeline call (30 steps, guidance 7.5, one image).
 
-    python benchmarks/generate_overhead.py [--backbones tiny mid] [--reps 5] [--threads 2]
+    python -m benchmarks.generate_overhead [--backbones tiny mid] [--reps 5] [--threads 2]
 """
 
 from __future__ import annotations

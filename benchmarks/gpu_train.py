@@ -5,8 +5,8 @@ memory do not depend on weight values) at 512 px, and measures the official-styl
 (fp32, VAE encode every step, two UNet calls) and rrnet's fast path (cached latents and text, one
 UNet call, frozen models in bf16, optional gradient checkpointing / torch.compile).
 
-    python benchmarks/gpu_train.py                       # on a CUDA GPU
-    python benchmarks/gpu_train.py --device cpu --tiny   # the same code path, small, on a CPU
+    python -m benchmarks.gpu_train                       # on a CUDA GPU
+    python -m benchmarks.gpu_train --device cpu --tiny   # the same code path, small, on a CPU
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each (backbone, method) runs in its own process so peak RSS is its own. Both sta
 seed and run the same pair steps, so their final rectifier weights must agree (printed as the
 largest difference), i.e. the speed-up is at equal results.
 
-    python benchmarks/train_speed.py [--backbones tiny mid] [--epochs 2] [--reps 3] [--threads 2]
+    python -m benchmarks.train_speed [--backbones tiny mid] [--epochs 2] [--reps 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,7 +28,7 @@ def worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     shape = SHAPES[args.backbone]
-    pipe = benchmark_pipeline(args.backbone)
+    pipe = benchmark_pipeline(args.backbone, dtype=torch.bfloat16 if args.method == "fast-bf16" else None)
     spec = benchmark_relation(shape.resolution)
     config = TrainConfig(epochs=args.epochs, seed=0)
     times = []
@@ -64,19 +65,22 @@ def main() -> None:
     ratios = {}
     for backbone in args.backbones:
         runs = {}
-        for method in ("reference", "fast"):
-            cmd = [sys.executable, __file__, "--worker", "--backbone", backbone, "--method", method,
+        for method in ("reference", "fast", "fast-bf16"):
+            cmd = [sys.executable, "-m", "benchmarks.train_speed", "--worker", "--backbone", backbone, "--method", method,
                    "--epochs", str(args.epochs), "--reps", str(args.reps), "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            root = Path(__file__).resolve().parents[1]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root).stdout.strip().splitlines()[-1]
             runs[method] = json.loads(out)
             sps = runs[method]["steps_per_s"]
             print(f"| {backbone} | {method} | {min(sps):.2f} | {statistics.median(sps):.2f} | {runs[method]['peak_rss_mib']:.0f} |")
-        diff = max(abs(a - b) for a, b in zip(runs["reference"]["weights"], runs["fast"]["weights"]))
-        ratios[backbone] = (statistics.median(runs["fast"]["steps_per_s"]) / statistics.median(runs["reference"]["steps_per_s"]), diff)
-    for backbone, (ratio, diff) in ratios.items():
-        print(f"{backbone}: max |weight difference| after training {diff:.2e}")
-    for backbone, (ratio, _) in ratios.items():
-        print(f"{backbone}: fast path / reference steps per second = {ratio:.2f}x")
+        ref = statistics.median(runs["reference"]["steps_per_s"])
+        for method in ("fast", "fast-bf16"):
+            diff = max(abs(a - b) for a, b in zip(runs["reference"]["weights"], runs[method]["weights"]))
+            ratios[(backbone, method)] = (statistics.median(runs[method]["steps_per_s"]) / ref, diff)
+    for (backbone, method), (_, diff) in ratios.items():
+        print(f"{backbone} {method}: max |rectifier weight difference| from the reference after training {diff:.2e}")
+    for (backbone, method), (ratio, _) in ratios.items():
+        print(f"{backbone} {method}: steps per second / reference = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

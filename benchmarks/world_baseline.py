@@ -7,7 +7,7 @@ Prints (and writes as JSON):
      object accuracy per alpha on both prompts, and on the other collapsed pairs with the same
      relation (unseen objects, the same rectifier applied with their words).
 
-    python benchmarks/world_baseline.py [--samples 100] [--output benchmarks/results/world_baseline.json]
+    python -m benchmarks.world_baseline [--samples 100] [--output benchmarks/results/world_baseline.json]
 """
 
 from __future__ import annotations

@@ -42,11 +42,11 @@ def image_grid(
     return grid
 
 
-def mosaic(images: list[Image.Image], columns: int = 2) -> Image.Image:
+def mosaic(images: list[Image.Image], columns: int = 2, gap: int = 1) -> Image.Image:
     """Tile a few samples into one cell, so a grid cell shows a setting's spread, not one draw."""
     w, h = images[0].size
     rows = -(-len(images) // columns)
-    out = Image.new("RGB", (columns * w, rows * h), "white")
+    out = Image.new("RGB", (columns * (w + gap) - gap, rows * (h + gap) - gap), (128, 128, 128))
     for i, image in enumerate(images):
-        out.paste(image.convert("RGB"), ((i % columns) * w, (i // columns) * h))
+        out.paste(image.convert("RGB"), ((i % columns) * (w + gap), (i // columns) * (h + gap)))
     return out
