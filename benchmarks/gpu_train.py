@@ -20,7 +20,7 @@ import torch
 from benchmarks.common import benchmark_pipeline, benchmark_relation
 from benchmarks.reference_loop import ReferenceTrainer
 from rrnet.backbones.shapes import SHAPES
-from rrnet.train import PAIR_STEPS, TrainConfig, configure_unet, freeze, new_rectifier, pair_step_loss, prepare_relation
+from rrnet.train import PAIR_STEPS, TrainConfig, new_rectifier, pair_step_loss, setup_training
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -60,15 +60,7 @@ def run_reference(pipe, spec, config, steps: int, device: str) -> float:
 
 
 def run_fast(pipe, spec, config, steps: int, device: str) -> float:
-    from diffusers import DDPMScheduler
-
-    freeze(pipe)
-    configure_unet(pipe, config)
-    rect = new_rectifier(pipe, config)
-    prepared = prepare_relation(pipe, rect, spec, config)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    opt = torch.optim.AdamW(rect.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(0)
+    rect, prepared, sched, opt, gen = setup_training(pipe, spec, config)
     chosen = {k: 0 for k in prepared.sides}
     times = []
     for i in range(steps + 2):  # two warm-up steps (compile, autotuning)

@@ -2,22 +2,17 @@
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from benchmarks.reference_loop import ReferenceTrainer
 from rrnet.data import load_relation
-from rrnet.train import PAIR_STEPS, TrainConfig, configure_unet, freeze, latent_distribution, new_rectifier, pair_step_loss, prepare_relation
+from rrnet.train import PAIR_STEPS, TrainConfig, configure_unet, latent_distribution, new_rectifier, pair_step_loss, setup_training
 
 BASE = dict(hidden=16, heads=2, seed=3)
 
 
 def _library_grads(pipe, spec, config, pair, chosen):
-    freeze(pipe)
-    configure_unet(pipe, config)
-    rect = new_rectifier(pipe, config)
-    prepared = prepare_relation(pipe, rect, spec, config)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    result = pair_step_loss(pipe, rect, prepared, pair, chosen, config, sched, torch.Generator().manual_seed(config.seed))
+    rect, prepared, sched, _, gen = setup_training(pipe, spec, config)
+    result = pair_step_loss(pipe, rect, prepared, pair, chosen, config, sched, gen)
     result.loss.backward()
     return result.loss.detach(), {n: p.grad.clone() for n, p in rect.named_parameters() if p.grad is not None}
 

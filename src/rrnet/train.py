@@ -245,6 +245,20 @@ def new_rectifier(pipe, config: TrainConfig) -> RelationRectifier:
     return RelationRectifier(rc).to(pipe.unet.device)
 
 
+def setup_training(pipe, spec: RelationSpec, config: TrainConfig):
+    """Frozen backbone, fresh rectifier, cached data, noise scheduler, optimiser and generator."""
+    from diffusers import DDPMScheduler
+
+    freeze(pipe)
+    configure_unet(pipe, config)
+    rectifier = new_rectifier(pipe, config)
+    prepared = prepare_relation(pipe, rectifier, spec, config)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    optimizer = torch.optim.AdamW(rectifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    return rectifier, prepared, noise_scheduler, optimizer, generator
+
+
 def train_rectifier(
     pipe,
     spec: RelationSpec,
@@ -257,16 +271,8 @@ def train_rectifier(
 
     With `output_dir`, writes `train_log.jsonl` (one line per epoch) and the final checkpoint.
     """
-    from diffusers import DDPMScheduler
-
     config = config or TrainConfig()
-    freeze(pipe)
-    configure_unet(pipe, config)
-    rectifier = new_rectifier(pipe, config)
-    prepared = prepare_relation(pipe, rectifier, spec, config)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    optimizer = torch.optim.AdamW(rectifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    rectifier, prepared, noise_scheduler, optimizer, generator = setup_training(pipe, spec, config)
     picker = random.Random(config.seed)
     steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
     base_cosine = rectified_eot_cosine(rectifier, prepared, alpha=0.0)
