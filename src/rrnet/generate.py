@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -61,20 +62,31 @@ def prompt_embeddings(pipe, prompt: str, alpha: float | None, rectifier: Relatio
     return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, triplet=triplet)
 
 
-def sample_images(pipe, embeds: torch.Tensor, settings: GenerationSettings) -> list:
-    """`num_images` images from one prompt embedding; image k always uses seed + k."""
-    generators = [torch.Generator("cpu").manual_seed(settings.seed + k) for k in range(settings.num_images)]
+def sample_images(pipe, embeds: torch.Tensor, settings: GenerationSettings, output_type: str = "pil", batch_size: int | None = None):
+    """`num_images` images from one prompt embedding; image k always uses seed + k, whatever the batching.
+
+    Returns PIL images, or for `output_type="np"` one float array (N, H, W, 3) in [0, 1].
+    """
     size = settings.resolution or int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    out = pipe(
-        prompt_embeds=embeds.to(pipe.device),
-        num_images_per_prompt=settings.num_images,
-        generator=generators,
-        num_inference_steps=settings.steps,
-        guidance_scale=settings.guidance_scale,
-        height=size,
-        width=size,
-    )
-    return out.images
+    batch_size = batch_size or settings.num_images
+    chunks = []
+    for start in range(0, settings.num_images, batch_size):
+        count = min(batch_size, settings.num_images - start)
+        generators = [torch.Generator("cpu").manual_seed(settings.seed + start + k) for k in range(count)]
+        out = pipe(
+            prompt_embeds=embeds.to(pipe.device),
+            num_images_per_prompt=count,
+            generator=generators,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            height=size,
+            width=size,
+            output_type=output_type,
+        )
+        chunks.append(out.images)
+    if output_type == "np":
+        return np.concatenate(chunks)
+    return [image for chunk in chunks for image in chunk]
 
 
 def generate(

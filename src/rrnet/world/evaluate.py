@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rrnet.generate import prompt_embeddings
+from rrnet.generate import GenerationSettings, prompt_embeddings, sample_images
 from rrnet.world.judge import judge_image
 from rrnet.world.vocab import prompt_for
 
@@ -33,14 +33,9 @@ class PromptScore:
 
 def sample_arrays(pipe, embeds: torch.Tensor, n: int, seed: int, steps: int, guidance: float, batch: int = 64) -> np.ndarray:
     """`n` images (uint8, N x H x W x 3) from one prompt embedding; image k uses seed + k."""
-    out = []
-    for start in range(0, n, batch):
-        count = min(batch, n - start)
-        generators = [torch.Generator("cpu").manual_seed(seed + start + k) for k in range(count)]
-        images = pipe(prompt_embeds=embeds.to(pipe.device), num_images_per_prompt=count, generator=generators,
-                      num_inference_steps=steps, guidance_scale=guidance, output_type="np").images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(out)
+    settings = GenerationSettings(num_images=n, seed=seed, steps=steps, guidance_scale=guidance)
+    images = sample_images(pipe, embeds, settings, output_type="np", batch_size=batch)
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def judge_arrays(images: np.ndarray, a: str, relation: str, b: str) -> dict[str, float]:
