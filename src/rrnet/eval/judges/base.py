@@ -1,0 +1,84 @@
+"""The judge interface: image + triplet -> object A present, B present, both present, verdict.
+
+Every judge (exact, VLM, detector) answers the same question for a batch of images of one
+prompt, so the runner, the judgement cache and the metrics never depend on how a judge works.
+A verdict is "ARB" (the prompt's own direction), "BRA" (the swapped direction), "neither", or
+None when the judge's answer could not be read; None is reported, never counted as a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from rrnet.errors import RRNetError
+
+VERDICTS: tuple[str, ...] = ("ARB", "BRA", "neither")
+
+
+@dataclass(frozen=True)
+class JudgeQuery:
+    """What one image should show: "A R B" (`prompt`), as opposed to "B R A" (`swapped_prompt`)."""
+
+    object_a: str
+    relation: str
+    object_b: str
+    prompt: str
+    swapped_prompt: str
+
+    def swapped(self) -> JudgeQuery:
+        """The query for images of the swapped prompt: A and B trade places."""
+        return JudgeQuery(self.object_b, self.relation, self.object_a, self.swapped_prompt, self.prompt)
+
+
+@dataclass
+class JudgeResult:
+    """One image's judgement; `detail` keeps what the judge saw (raw answers, boxes) for auditing."""
+
+    has_a: bool
+    has_b: bool
+    both: bool
+    verdict: str | None
+    unparseable: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict is not None and self.verdict not in VERDICTS:
+            raise RRNetError(f"verdict must be one of {VERDICTS} or None, got {self.verdict!r}")
+
+    @property
+    def correct(self) -> bool:
+        """The relation is drawn the prompt's way round."""
+        return self.verdict == "ARB"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JudgeResult:
+        try:
+            return cls(
+                has_a=bool(data["has_a"]), has_b=bool(data["has_b"]), both=bool(data["both"]),
+                verdict=data["verdict"], unparseable=list(data.get("unparseable", [])),
+                detail=dict(data.get("detail", {})),
+            )
+        except (KeyError, TypeError) as exc:
+            raise RRNetError(f"malformed judgement record: {exc}") from exc
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """A relation judge. `name` is its kind ("exact", "vlm", "detector"); `label` names it in
+    table columns ("Position(label)"), e.g. a model's short name; `describe()` identifies it
+    fully (model id, rule, decoding settings) and keys the judgement cache, so changing any of
+    it re-judges instead of reusing stale verdicts."""
+
+    name: str
+    label: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def judge(self, images: Sequence[Image.Image], query: JudgeQuery) -> list[JudgeResult]: ...

@@ -1,0 +1,100 @@
+"""Methods under evaluation: how a model is conditioned on a prompt for one relation.
+
+The runner owns seeds, batching and files; a method only says which settings it has (the
+alphas of a rectifier; one unnamed setting for the base model and baselines) and yields, for
+one relation at a time, a function from (prompt, setting) to `prompt_embeds`. Methods that
+change the pipeline itself (LoRA weights, learned tokens, a tuned text encoder) do so inside
+`applied` and restore it on exit, so relations never see each other's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from rrnet.data import RelationSpec
+from rrnet.errors import CheckpointError
+from rrnet.generate import alpha_label, prompt_embeddings
+from rrnet.rectifier import RelationRectifier
+
+Conditioner = Callable[[str, float | None], torch.Tensor]
+
+
+@runtime_checkable
+class Method(Protocol):
+    """`name` labels table rows; `describe()` is recorded with (and guards) generated images."""
+
+    name: str
+
+    def settings(self) -> list[float | None]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def applied(self, pipe, spec: RelationSpec) -> Any:
+        """Context manager yielding a `Conditioner` for this relation."""
+        ...
+
+
+def setting_label(setting: float | None) -> str:
+    """Folder and table label of a setting: `base` or `alpha_0.6`."""
+    return alpha_label(setting)
+
+
+class BaseMethod:
+    """The unmodified model: the text encoder's own embeddings."""
+
+    name = "base"
+
+    def settings(self) -> list[float | None]:
+        return [None]
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name}
+
+    @contextmanager
+    def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        with torch.no_grad():
+            yield lambda prompt, setting: prompt_embeddings(pipe, prompt, None, None)
+
+
+def find_relation_checkpoint(root: str | Path, spec: RelationSpec, marker: str) -> Path:
+    """`root/<relation name>/` holding `marker`, or `root` itself when it holds one checkpoint."""
+    root = Path(root)
+    for candidate in (root / spec.name, root):
+        if (candidate / marker).is_file():
+            return candidate
+    raise CheckpointError(f"{root}: no checkpoint for relation {spec.name!r} (expected {root / spec.name / marker})")
+
+
+class RectifierMethod:
+    """RRNet: a rectifier per relation (`rectifiers/<relation name>/`), at each alpha."""
+
+    def __init__(self, rectifiers: str | Path, alphas: tuple[float, ...], name: str = "rrnet") -> None:
+        self.root = Path(rectifiers)
+        if not self.root.is_dir():
+            raise CheckpointError(f"{self.root}: rectifier folder not found")
+        self.alphas = tuple(float(a) for a in alphas)
+        self.name = name
+
+    def settings(self) -> list[float | None]:
+        return list(self.alphas)
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, "rectifiers": str(self.root)}
+
+    def checkpoint(self, spec: RelationSpec) -> Path:
+        from rrnet.rectifier import WEIGHTS_NAME
+
+        return find_relation_checkpoint(self.root, spec, WEIGHTS_NAME)
+
+    @contextmanager
+    def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        rectifier = RelationRectifier.from_pretrained(self.checkpoint(spec), device=pipe.device)
+        rectifier.check_backbone(pipe)
+        triplet = (spec.object_a, spec.relation, spec.object_b)
+        with torch.no_grad():
+            yield lambda prompt, setting: prompt_embeddings(pipe, prompt, setting, rectifier, triplet)
