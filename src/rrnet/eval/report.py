@@ -79,9 +79,9 @@ def report_markdown(results: dict[str, Any]) -> str:
     unreadable = sum(row["judged"][j["label"]]["overall"]["unreadable"] for row in results["rows"] for j in results["judges"])
     return "\n".join([
         "# Relation evaluation", "",
-        f"Model `{results['model']}`, benchmark `{results.get('benchmark')}`: {len(results['relations'])} relations, "
+        (f"Model `{results['model']}`, benchmark `{results.get('benchmark')}`: {len(results['relations'])} relations, "
         f"{gen['num_images']} images per prompt (seeds {gen['seed']}..{gen['seed'] + gen['num_images'] - 1}), "
-        f"{gen['steps']} steps, guidance {gen['guidance_scale']:g}. Judges: {judges}.",
+        f"{gen['steps']} steps, guidance {gen['guidance_scale']:g}. Judges: {judges}."),
         f"Relation accuracy and OGA in %, with {results['interval']} intervals. {fid_line}",
         f"Unreadable judge answers (counted as wrong): {unreadable}.", "",
         table_markdown(results), relations_markdown(results),
