@@ -69,3 +69,47 @@ def test_same_seed_same_training(tiny_pipe, relation_dir):
     runs = [train_rectifier(tiny_pipe, spec, TrainConfig(epochs=2, **SMALL), progress=False)[0] for _ in range(2)]
     a, b = (r.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_hgcn_ablation_learns_free_vectors_only(tiny_pipe, relation_dir, tmp_path):
+    import pytest
+
+    from rrnet.errors import PromptError
+    from rrnet.rectifier import RelationRectifier
+
+    spec = load_relation(relation_dir)
+    rect, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=2, learning_rate=1e-2, adjuster="free", **SMALL),
+                              tmp_path / "free", progress=False)
+    names = [n for n, _ in rect.named_parameters()]
+    assert names == ["free"] and not any("hgcn" in k for k in rect.state_dict())
+    assert rect.free.abs().sum() > 0  # started at zero, learned
+    loaded = RelationRectifier.from_pretrained(tmp_path / "free")
+    assert loaded.config.adjuster == "free" and torch.equal(loaded.free, rect.free)
+    out = loaded.prompt_embeds(tiny_pipe, [spec.prompt, spec.swapped_prompt], alpha=1.0)
+    base = loaded.prompt_embeds(tiny_pipe, [spec.prompt, spec.swapped_prompt], alpha=0.0)
+    from rrnet.rectifier import encode_prompt
+
+    for row, prompt, direction in ((0, spec.prompt, 0), (1, spec.swapped_prompt, 1)):
+        eot = encode_prompt(tiny_pipe, prompt).tokens.eot_index
+        assert torch.allclose(out[row, eot] - base[row, eot], rect.free[direction, 0], atol=1e-5)
+    with pytest.raises(PromptError, match="only knows the two prompts"):
+        loaded.prompt_embeds(tiny_pipe, "a blue block above a green block", alpha=1.0,
+                             triplet=("blue block", "above", "green block"))
+
+
+def test_edit_after_eot_ablation_edits_the_padding(tiny_pipe, relation_dir):
+    from rrnet.rectifier import add_at_eot, encode_prompt
+
+    spec = load_relation(relation_dir)
+    rect, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, edit_positions="after_eot", **SMALL), progress=False)
+    assert rect.config.edit_positions == "after_eot"
+    eot = encode_prompt(tiny_pipe, spec.prompt).tokens.eot_index
+    diff = (rect.prompt_embeds(tiny_pipe, spec.prompt, 1.0) - rect.prompt_embeds(tiny_pipe, spec.prompt, 0.0))[0]
+    changed = diff.abs().sum(-1) > 0
+    assert not changed[:eot].any() and changed[eot:].all()
+    # the default edits the EOT only
+    embeds, delta = torch.zeros(2, 6, 3), torch.ones(2, 3)
+    one = add_at_eot(embeds, torch.tensor([2, 4]), delta)
+    assert (one.abs().sum(-1) > 0).tolist() == [[False, False, True, False, False, False], [False] * 4 + [True, False]]
+    many = add_at_eot(embeds, torch.tensor([2, 4]), delta, positions="after_eot")
+    assert (many.abs().sum(-1) > 0).tolist() == [[False, False, True, True, True, True], [False] * 4 + [True, True]]

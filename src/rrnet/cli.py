@@ -32,6 +32,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--no_negative", action="store_true", help="drop the negative (swapped-image) loss")
     p.add_argument("--no_disentangle", action="store_true", help="drop object-node disentanglement (only the ARB/BRA step)")
     p.add_argument("--disentangle_noise", type=float, default=0.05, help="std of the noise on the object-sentence delta")
+    p.add_argument("--no_hgcn", action="store_true",
+                   help="ablation: a learned free vector per prompt instead of the graph network")
+    p.add_argument("--edit_after_eot", action="store_true",
+                   help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
     p.add_argument("--hidden_size", type=int, default=512)
     p.add_argument("--heads", type=int, default=2)
@@ -131,7 +135,8 @@ def run_train(args) -> None:
         resolution=args.resolution, hidden=args.hidden_size, heads=args.heads, num_layers=args.num_layers,
         seed=args.seed, cache_latents=not args.no_cache_latents, cache_text=not args.no_cache_text,
         batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
-        compile_unet=args.compile_unet,
+        compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
+        edit_positions="after_eot" if args.edit_after_eot else "eot",
     )
     pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model, progress=not args.no_progress)

@@ -24,6 +24,8 @@ from rrnet.hgcn import HGCN
 from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_embedding
 
 CONFIG_NAME = "config.json"
+ADJUSTERS = ("hgcn", "free")  # "free": the no-graph-network ablation, one learned vector per prompt
+EDIT_POSITIONS = ("eot", "after_eot")  # "after_eot": the ablation editing the EOT and all padding after it
 WEIGHTS_NAME = "rectifier.safetensors"
 OBJECT_TEMPLATE = "this is a photo of {}"
 FORMAT = "rrnet-rectifier"
@@ -54,6 +56,8 @@ class RectifierConfig:
     prompts: list[list[str]] = field(default_factory=list)
     backbone: str | None = None
     training: dict = field(default_factory=dict)
+    adjuster: str = "hgcn"
+    edit_positions: str = "eot"
     format: str = FORMAT
     format_version: int = 1
 
@@ -79,8 +83,18 @@ def encode_prompt(pipe, prompt: str) -> EncodedPrompt:
     return EncodedPrompt(tokens=tokens, hidden=embeds[0].float())
 
 
-def add_at_eot(prompt_embeds: torch.Tensor, eot_index: torch.Tensor, delta: torch.Tensor, alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Return a copy of `prompt_embeds` (B, L, D) with `alpha * delta[b]` added at `eot_index[b]`."""
+def add_at_eot(prompt_embeds: torch.Tensor, eot_index: torch.Tensor, delta: torch.Tensor, alpha: float | torch.Tensor = 1.0,
+               positions: str = "eot") -> torch.Tensor:
+    """Return a copy of `prompt_embeds` (B, L, D) with `alpha * delta[b]` added at `eot_index[b]`.
+
+    `positions="after_eot"` adds it at the EOT and at every later (padding) position as well.
+    """
+    if positions == "after_eot":
+        index = torch.arange(prompt_embeds.shape[1], device=prompt_embeds.device)
+        mask = (index[None, :] >= eot_index.to(prompt_embeds.device)[:, None]).to(prompt_embeds.dtype)
+        return prompt_embeds + mask[:, :, None] * (alpha * delta).to(prompt_embeds.dtype)[:, None, :]
+    if positions != "eot":
+        raise ValueError(f"positions must be one of {EDIT_POSITIONS}, got {positions!r}")
     rows = torch.arange(prompt_embeds.shape[0], device=prompt_embeds.device)
     edit = torch.zeros_like(prompt_embeds)
     edit = edit.index_put((rows, eot_index.to(prompt_embeds.device)), (alpha * delta).to(edit.dtype))
@@ -92,9 +106,16 @@ class RelationRectifier(nn.Module):
 
     def __init__(self, config: RectifierConfig) -> None:
         super().__init__()
+        if config.adjuster not in ADJUSTERS:
+            raise CheckpointError(f"unknown rectifier adjuster {config.adjuster!r}; expected one of {ADJUSTERS}")
+        if config.edit_positions not in EDIT_POSITIONS:
+            raise CheckpointError(f"unknown edit positions {config.edit_positions!r}; expected one of {EDIT_POSITIONS}")
         self.config = config
         width = config.text_width
-        self.hgcn = HGCN(width, width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers)
+        if config.adjuster == "hgcn":
+            self.hgcn = HGCN(width, width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers)
+        else:  # [direction (A-R-B, B-R-A), adjust node (prompt, object sentence), width]
+            self.free = nn.Parameter(torch.zeros(2, 2, width))
 
     # ---- graphs -------------------------------------------------------------------------------
     def object_sentence(self, obj: str) -> str:
@@ -105,11 +126,26 @@ class RelationRectifier(nn.Module):
         tok, enc = pipe.tokenizer, pipe.text_encoder
         feats = [word_embedding(enc, tok, prompt.tokens, w) for w in (triplet.object_a, triplet.relation, triplet.object_b)]
         device = next(self.parameters()).device
-        return relation_graph(*feats, prompt.eot, object_sentence.eot).to(device)
+        graph = relation_graph(*feats, prompt.eot, object_sentence.eot)
+        if self.config.adjuster == "free":
+            graph.direction = torch.tensor([self.direction_of(triplet)])
+        return graph.to(device)
+
+    def direction_of(self, triplet: Triplet) -> int:
+        """0 for the trained triplet, 1 for its swap, -1 for anything else."""
+        known = self.known_triplets()
+        if known and triplet == known[0]:
+            return 0
+        return 1 if known and triplet == known[0].swapped() else -1
 
     def adjust_vectors(self, graphs: list) -> torch.Tensor:
         """(G, 2, D) adjustment vectors: [:, 0] for the prompt, [:, 1] for its object sentence."""
-        return self.hgcn.adjust_vectors(batch_graphs(graphs))
+        if self.config.adjuster == "hgcn":
+            return self.hgcn.adjust_vectors(batch_graphs(graphs))
+        directions = torch.cat([g.direction for g in graphs]).to(self.free.device)
+        if (directions < 0).any():
+            raise PromptError("a free-vector rectifier (no graph network) only knows the two prompts it was trained on")
+        return self.free[directions]
 
     # ---- inference ----------------------------------------------------------------------------
     def known_triplets(self) -> list[Triplet]:
@@ -164,7 +200,7 @@ class RelationRectifier(nn.Module):
         deltas = self.adjust_vectors(graphs)[:, PROMPT_ADJUST]
         embeds = torch.stack([e.hidden for e in encoded])
         eots = torch.tensor([e.tokens.eot_index for e in encoded])
-        out = add_at_eot(embeds, eots, deltas.to(embeds.device), alpha)
+        out = add_at_eot(embeds, eots, deltas.to(embeds.device), alpha, self.config.edit_positions)
         return out.to(pipe.text_encoder.dtype)
 
     # ---- persistence --------------------------------------------------------------------------

@@ -51,6 +51,8 @@ class TrainConfig:
     heads: int = 2
     num_layers: int = 2
     seed: int = 0
+    adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt instead of the graph network
+    edit_positions: str = "eot"  # ablation "after_eot": edit the padding after the EOT as well
     # fast path: each part can be switched off to measure it (results stay the same)
     cache_latents: bool = True
     cache_text: bool = True
@@ -185,7 +187,7 @@ def pair_step_loss(
         delta_rows.append(delta)
     embeds = torch.stack([s.encoded.hidden for s in sides]).to(device)
     eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
-    cond = add_at_eot(embeds, eots, torch.stack(delta_rows).to(device))
+    cond = add_at_eot(embeds, eots, torch.stack(delta_rows).to(device), positions=rectifier.config.edit_positions)
 
     own = torch.stack([exemplar_latent(pipe, side, chosen[side.name], generator) for side in sides]).to(device)
     other = own.flip(0)
@@ -238,9 +240,14 @@ def configure_unet(pipe, config: TrainConfig) -> None:
         pipe.unet.compile()  # in place, once
 
 
-def new_rectifier(pipe, config: TrainConfig) -> RelationRectifier:
+def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | None = None) -> RelationRectifier:
+    """A freshly initialised rectifier (seeded); with `spec`, it already knows its triplet and prompts."""
     width = pipe.text_encoder.config.hidden_size
-    rc = RectifierConfig(text_width=width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers)
+    rc = RectifierConfig(text_width=width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers,
+                         adjuster=config.adjuster, edit_positions=config.edit_positions)
+    if spec is not None:
+        rc.triplets = [asdict(Triplet(spec.object_a, spec.relation, spec.object_b))]
+        rc.prompts = [[spec.prompt, spec.swapped_prompt]]
     torch.manual_seed(config.seed)
     return RelationRectifier(rc).to(pipe.unet.device)
 
@@ -251,7 +258,7 @@ def setup_training(pipe, spec: RelationSpec, config: TrainConfig):
 
     freeze(pipe)
     configure_unet(pipe, config)
-    rectifier = new_rectifier(pipe, config)
+    rectifier = new_rectifier(pipe, config, spec)
     prepared = prepare_relation(pipe, rectifier, spec, config)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     optimizer = torch.optim.AdamW(rectifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -311,8 +318,6 @@ def train_rectifier(
         if log_file:
             log_file.close()
     rectifier.eval()
-    rectifier.config.triplets = [asdict(prepared.triplet)]
-    rectifier.config.prompts = [[spec.prompt, spec.swapped_prompt]]
     rectifier.config.backbone = model_id
     rectifier.config.training = asdict(config)
     if output_dir is not None:
