@@ -52,7 +52,7 @@ def rectifiers(tmp_path_factory, world_pipe, benchmark) -> Path:
     root = tmp_path_factory.mktemp("rectifiers")
     for k, spec in enumerate(find_relations(benchmark)):
         torch.manual_seed(k)
-        rect = new_rectifier(world_pipe, TrainConfig(hidden=16, heads=1))
+        rect = new_rectifier(world_pipe, TrainConfig(hidden=16, heads=1), spec)
         with torch.no_grad():  # a fresh rectifier's output layer may start at zero: make alpha visible
             for p in rect.parameters():
                 p.add_(0.5 * torch.randn_like(p))
@@ -80,10 +80,10 @@ class Loader:
         return self.pipe
 
 
-def _run(tmp: Path, pipe, benchmark: Path, methods, judge, settings=SETTINGS, fid=None):
+def _run(tmp: Path, pipe, benchmark: Path, methods, judge, settings=SETTINGS, fid=None, dataset=False):
     loader = Loader(pipe)
     results = evaluate(loader, "mini", find_relations(benchmark), methods, [judge], tmp, settings, fid=fid,
-                       benchmark=str(benchmark), progress=False)
+                       benchmark=str(benchmark), progress=False, include_dataset=dataset)
     return results, loader
 
 
@@ -222,3 +222,25 @@ def test_cli_evaluate(tmp_path, benchmark, capsys):
     assert main([*args[:-3], "--relations", "nope", "--output_dir", str(out)]) == 2
     assert main([*args[:-3], "--no_base", "--output_dir", str(out)]) == 2
     assert main([*args[:-3], "--baseline", "lora", "--output_dir", str(out)]) == 2
+
+
+def test_dataset_row_and_transfer(tmp_path, world_pipe, benchmark, rectifiers):
+    from rrnet.eval.methods import TransferMethod
+
+    source = rectifiers / "red_circle_above_blue_square"
+    transfer = TransferMethod(source, (1.0,))
+    judge = CountingJudge()
+    results, _ = _run(tmp_path, world_pipe, benchmark, [transfer], judge,
+                      EvalSettings(num_images=2, steps=2, guidance_scale=4.0), dataset=True)
+    dataset, row = results["rows"]
+    assert dataset["label"] == "dataset" and dataset["images"] == len(RELATIONS) * 2 * 2  # 2 exemplars per folder
+    assert dataset["judged"]["exact"]["overall"]["relation_accuracy"] == 1.0  # rendered scenes are right by construction
+    assert not any((benchmark / "red_circle_above_blue_square").rglob("judgement-*"))  # nothing written into the data
+    assert row["label"] == "rrnet_transfer (alpha=1)" and row["images"] == len(RELATIONS) * 2 * 2
+    assert results["methods"][0]["trained_on"] == [["red circle", "above", "blue square"]]
+    # the transferred rectifier edits the unseen relation's prompts with that relation's own words
+    spec = find_relations(benchmark)[1]
+    with transfer.applied(world_pipe, spec) as condition:
+        edited = condition(spec.prompt, 1.0)
+        plain = condition(spec.prompt, 0.0)
+    assert not torch.equal(edited, plain)

@@ -19,6 +19,10 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--baseline", nargs="+", default=[], metavar="KIND=DIR",
                    help=f"baseline checkpoints per relation, KIND in {list(BASELINE_KINDS)}")
     p.add_argument("--no_base", action="store_true", help="do not evaluate the base model")
+    p.add_argument("--transfer", default=None, metavar="RECTIFIER",
+                   help="one rectifier folder applied to every relation (unseen objects)")
+    p.add_argument("--include_dataset", action="store_true",
+                   help="also judge the benchmark's own exemplar images (the judge's ceiling)")
     p.add_argument("--judge", nargs="+", default=["exact"], choices=["exact", "vlm", "detector"])
     p.add_argument("--judge_model", nargs="+", default=None, help="one model per vlm/detector judge, in order")
     p.add_argument("--rule", choices=["geneval", "visor"], default="geneval", help="geometric rule of the detector judge")
@@ -46,6 +50,10 @@ def build_methods(args) -> list:
     methods: list = [] if args.no_base else [BaseMethod()]
     if args.rectifiers:
         methods.append(RectifierMethod(args.rectifiers, tuple(args.alpha)))
+    if args.transfer:
+        from rrnet.eval.methods import TransferMethod
+
+        methods.append(TransferMethod(args.transfer, tuple(args.alpha)))
     for item in args.baseline:
         kind, sep, root = item.partition("=")
         kind = kind.replace("-", "_")
@@ -55,7 +63,7 @@ def build_methods(args) -> list:
 
         methods.append(load_method(kind, root))
     if not methods:
-        raise RRNetError("nothing to evaluate: give --rectifiers or --baseline, or drop --no_base")
+        raise RRNetError("nothing to evaluate: give --rectifiers, --transfer or --baseline, or drop --no_base")
     return methods
 
 
@@ -110,7 +118,8 @@ def run_evaluate(args) -> None:
         return pipe
 
     results = evaluate(load_pipe, args.model, specs, methods, judges, args.output_dir, settings, fid,
-                       benchmark=str(Path(args.benchmark)), progress=progress)
+                       benchmark=str(Path(args.benchmark)), progress=progress,
+                       include_dataset=args.include_dataset)
     from rrnet.eval.report import table_markdown
 
     print(table_markdown(results))

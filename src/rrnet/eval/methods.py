@@ -98,3 +98,29 @@ class RectifierMethod:
         triplet = (spec.object_a, spec.relation, spec.object_b)
         with torch.no_grad():
             yield lambda prompt, setting: prompt_embeddings(pipe, prompt, setting, rectifier, triplet)
+
+
+class TransferMethod:
+    """One rectifier applied to every relation (unseen objects, paper Sec. 4.4): the relation's
+    own words fill the graph, so a rectifier trained on one object pair is tried on others."""
+
+    def __init__(self, rectifier: str | Path, alphas: tuple[float, ...], name: str = "rrnet_transfer") -> None:
+        self.path = Path(rectifier)
+        self.rectifier = RelationRectifier.from_pretrained(self.path)
+        self.alphas = tuple(float(a) for a in alphas)
+        self.name = name
+
+    def settings(self) -> list[float | None]:
+        return list(self.alphas)
+
+    def describe(self) -> dict[str, Any]:
+        trained = [list(t.values()) for t in self.rectifier.config.triplets]
+        return {"method": self.name, "rectifier": str(self.path), "trained_on": trained}
+
+    @contextmanager
+    def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        self.rectifier.check_backbone(pipe)
+        self.rectifier.to(pipe.device)
+        triplet = (spec.object_a, spec.relation, spec.object_b)
+        with torch.no_grad():
+            yield lambda prompt, setting: prompt_embeddings(pipe, prompt, setting, self.rectifier, triplet)

@@ -74,6 +74,7 @@ class PromptJob:
     spec: RelationSpec
     side: int  # 0: the relation's prompt (A R B); 1: its swapped prompt (B R A)
     folder: Path
+    sources: tuple[Path, ...] | None = None  # existing images to judge instead of generated ones
 
     @property
     def prompt(self) -> str:
@@ -86,6 +87,8 @@ class PromptJob:
         return query if self.side == 0 else query.swapped()
 
     def image_paths(self, n: int) -> list[Path]:
+        if self.sources is not None:
+            return list(self.sources)
         return [self.folder / f"{k:03d}.png" for k in range(n)]
 
 
@@ -110,6 +113,20 @@ def relation_category(spec: RelationSpec) -> str:
     if category not in CATEGORIES:
         raise DataError(f"{spec.source}: category must be one of {list(CATEGORIES)}, got {spec.category!r}")
     return category
+
+
+DATASET = "dataset"
+
+
+def dataset_row(specs: Sequence[RelationSpec], output_dir: Path) -> Row:
+    """The exemplar images themselves, judged like generated ones (the paper's "RR Dataset" line):
+    how often the judge agrees with images that show the relation by construction."""
+    row = Row(DATASET, None)
+    for spec in specs:
+        for side, (prompt, images) in enumerate(((spec.prompt, spec.images_prompt), (spec.swapped_prompt, spec.images_swapped))):
+            folder = output_dir / DATASET / spec.name / prompt_folder(side, prompt)
+            row.jobs.append(PromptJob(DATASET, None, spec, side, folder, tuple(images)))
+    return row
 
 
 def plan(specs: Sequence[RelationSpec], methods: Sequence[Method], output_dir: Path) -> list[Row]:
@@ -172,7 +189,8 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
 
 
 def missing_images(rows: Sequence[Row], settings: EvalSettings) -> int:
-    return sum(not p.is_file() for row in rows for job in row.jobs for p in job.image_paths(settings.num_images))
+    return sum(not p.is_file() for row in rows for job in row.jobs if job.sources is None
+               for p in job.image_paths(settings.num_images))
 
 
 def generate_rows(
@@ -181,6 +199,7 @@ def generate_rows(
 ) -> int:
     """Generate the images not on disk yet; the pipeline is only loaded if any are missing."""
     by_name = {m.name: m for m in methods}
+    rows = [row for row in rows if row.method in by_name]
     for row in rows:
         for job in row.jobs:
             _check_record(job, _record(job, by_name[row.method], model_id, settings))
@@ -250,6 +269,7 @@ def _load_cache(path: Path) -> dict[str, Any]:
 def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> list[JudgeResult]:
     """Verdicts for the job's first `n` images, reusing cached ones whose image bytes are unchanged."""
     key = judge_key(judge)
+    job.folder.mkdir(parents=True, exist_ok=True)
     cache_path = job.folder / f"judgement-{key}.json"
     cache = _load_cache(cache_path)
     paths = job.image_paths(n)
@@ -282,7 +302,7 @@ def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progre
     if check is not None:
         for job in rows[0].jobs if rows else []:
             check(job.query)
-    total = sum(len(row.jobs) for row in rows) * settings.num_images
+    total = sum(len(job.image_paths(settings.num_images)) for row in rows for job in row.jobs)
     bar = tqdm(total=total, desc=f"judge ({judge.label})", unit="img", disable=not progress)
     out: dict[str, dict[str, Tally]] = {}
     for row in rows:
@@ -341,6 +361,7 @@ def evaluate(
     fid: FIDOptions | None = None,
     benchmark: str | None = None,
     progress: bool = True,
+    include_dataset: bool = False,
 ) -> dict[str, Any]:
     """Generate what is missing, judge with each judge (loaded one at a time), count, write the report.
 
@@ -357,6 +378,8 @@ def evaluate(
         raise RRNetError("at least one judge is needed")
     categories = {spec.name: relation_category(spec) for spec in specs}
     rows = plan(specs, methods, output_dir)
+    if include_dataset:
+        rows.insert(0, dataset_row(specs, output_dir))
     generated = generate_rows(load_pipe, model_id, methods, rows, settings, progress)
 
     judged: dict[str, dict[str, Any]] = {row.label: {} for row in rows}
@@ -372,7 +395,7 @@ def evaluate(
 
     fids: dict[str, float | None] = {row.label: None for row in rows}
     if fid is not None:
-        for row in tqdm(rows, desc="FID", disable=not progress):
+        for row in tqdm([r for r in rows if r.method != DATASET], desc="FID", disable=not progress):
             fids[row.label] = row_fid(row, fid, settings, output_dir / "fid_reference.npz")
 
     results = {
@@ -395,8 +418,8 @@ def evaluate(
         },
         "rows": [
             {"label": row.label, "method": row.method, "setting": row.setting,
-             "images": len(row.jobs) * settings.num_images,
-             "folder": str(Path("images") / row.method / setting_label(row.setting)),
+             "images": sum(len(job.image_paths(settings.num_images)) for job in row.jobs),
+             "folder": str(Path(DATASET) if row.method == DATASET else Path("images") / row.method / setting_label(row.setting)),
              "fid": fids[row.label], "judged": judged[row.label]}
             for row in rows
         ],

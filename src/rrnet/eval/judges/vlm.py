@@ -59,8 +59,8 @@ def _looks_local(model_id: str) -> bool:
     )
 
 
-def _family_of(model: Any, model_id: str) -> str:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+def _family_of(config: Any, model_id: str) -> str:
+    model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise RRNetError(
             f"unsupported VLM {model_id!r}: model_type {model_type!r} is not one of {sorted(FAMILIES)}"
@@ -102,7 +102,7 @@ class VLMJudge:
         max_new_tokens: int = 64,
     ) -> None:
         model_id = model_id or getattr(getattr(model, "config", None), "_name_or_path", "") or ""
-        self.family = _family_of(model, model_id or type(model).__name__)
+        self.family = _family_of(getattr(model, "config", None), model_id or type(model).__name__)
         if batch_size < 1 or max_new_tokens < 1:
             raise RRNetError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
         if getattr(processor, "chat_template", None) is None:
