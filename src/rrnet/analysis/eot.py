@@ -29,7 +29,12 @@ from rrnet.analysis.judging import judge_for_prompt
 from rrnet.analysis.records import relative, sampling_record, save_variant, write_json
 from rrnet.data import save_image_atomic
 from rrnet.errors import PromptError, RRNetError
-from rrnet.generate import GenerationSettings, prompt_embeddings, prompt_folder, sample_images
+from rrnet.generate import (
+    GenerationSettings,
+    prompt_embeddings,
+    prompt_folder,
+    sample_images,
+)
 from rrnet.grid import image_grid, mosaic
 from rrnet.rectifier import encode_prompt
 from rrnet.tokens import PromptTokens, tokenize_prompt

@@ -19,7 +19,13 @@ from rrnet.analysis.judging import judge_for_prompt
 from rrnet.analysis.osp import osp_similarity
 from rrnet.analysis.records import write_json
 from rrnet.errors import PromptError, RRNetError
-from rrnet.generate import DEFAULT_ALPHAS, GenerationResult, GenerationSettings, alpha_label, generate
+from rrnet.generate import (
+    DEFAULT_ALPHAS,
+    GenerationResult,
+    GenerationSettings,
+    alpha_label,
+    generate,
+)
 from rrnet.rectifier import RelationRectifier
 
 SWEEP_FILE = "alpha_sweep.json"

@@ -114,7 +114,7 @@ class TransferMethod:
         return list(self.alphas)
 
     def describe(self) -> dict[str, Any]:
-        trained = [list(t.values()) for t in self.rectifier.config.triplets]
+        trained = [[t.object_a, t.relation, t.object_b] for t in self.rectifier.known_triplets()]
         return {"method": self.name, "rectifier": str(self.path), "trained_on": trained}
 
     @contextmanager
