@@ -20,7 +20,6 @@ def load_pipeline(model: str, device: str | None = None, mixed_precision: str = 
 
     `mixed_precision` sets the dtype of the frozen models; a rectifier always runs in fp32.
     """
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -32,11 +31,17 @@ def load_pipeline(model: str, device: str | None = None, mixed_precision: str = 
     path = Path(model)
     if path.exists() and not (path / "model_index.json").is_file():
         raise RRNetError(f"{model}: not a diffusers model folder (no model_index.json)")
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # diffusers imports image-processor classes; their torchvision notes are noise here
     try:
+        from diffusers import StableDiffusionPipeline
+
         pipe = StableDiffusionPipeline.from_pretrained(model, dtype=DTYPES[mixed_precision])
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RRNetError(f"could not load model {model!r}: {first}") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     pipe = pipe.to(device or default_device())
     pipe.set_progress_bar_config(disable=True)
     return pipe
