@@ -124,8 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     from rrnet.eval.cli import add_evaluate_parser
     from rrnet.experiment import add_experiment_parser
 
+    from rrnet.baselines.cli import add_baseline_parser
+
     add_evaluate_parser(sub)
     add_experiment_parser(sub)
+    add_baseline_parser(sub)
     return parser
 
 
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             from rrnet.demo import run_demo
 
             run_demo(args)
+        elif args.command == "baseline":
+            from rrnet.baselines.cli import run_baseline
+
+            run_baseline(args)
         elif args.command == "experiment":
             from rrnet.experiment import run_experiment_cli
 

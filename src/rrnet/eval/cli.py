@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rrnet.baselines.config import KINDS as BASELINE_KINDS
 from rrnet.errors import RRNetError
-
-BASELINE_KINDS = ("personalized", "textual_inversion", "lora")
 
 
 def add_judge_flags(p: argparse.ArgumentParser) -> None:
