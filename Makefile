@@ -9,7 +9,7 @@ export RRNET_CACHE ?= $(CURDIR)/.cache/rrnet
 BPE := $(RRNET_CACHE)/clip/bpe_simple_vocab_16e6.txt.gz
 STAMP := $(VENV)/.installed
 
-.PHONY: setup vocab demo test clean
+.PHONY: setup vocab demo test world-experiment clean
 
 setup: $(STAMP) $(BPE)
 
@@ -31,6 +31,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The paper's tables in the mini world (CPU, resumable: run again to continue).
+WORLD := outputs/world-experiment
+world-experiment: setup
+	$(BIN)/rrnet world benchmark --output_dir $(WORLD)/data/benchmark --unseen_dir $(WORLD)/data/unseen \
+		--reference_dir $(WORLD)/data/reference --reference_images 1000
+	$(BIN)/rrnet experiment --model src/rrnet/world/mini_sd --benchmark $(WORLD)/data/benchmark \
+		--unseen $(WORLD)/data/unseen --transfer_from red_circle_above_blue_square --output_dir $(WORLD)/run \
+		--alpha 0.2 0.4 0.6 1.0 1.2 --ablation_alpha 0.6 --num_images 50 --steps 25 --guidance_scale 4 \
+		--batch_size 50 --fid_reference $(WORLD)/data/reference
 
 clean:
 	rm -rf $(VENV) .cache outputs

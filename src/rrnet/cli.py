@@ -83,6 +83,8 @@ def _world_parser(sub) -> None:
     m.add_argument("--unseen_dir", default=None, help="also write the unseen pairs here")
     m.add_argument("--n_images", type=int, default=5, help="exemplar images per folder")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--reference_dir", default=None, help="also write rendered scenes here (the FID reference)")
+    m.add_argument("--reference_images", type=int, default=1000)
 
 
 def run_world(args) -> None:
@@ -94,13 +96,17 @@ def run_world(args) -> None:
     from rrnet.world.recipe import WorldRecipe
 
     if args.world_command == "benchmark":
-        from rrnet.world.benchmark import UNSEEN_RELATIONS, write_world_benchmark
+        from rrnet.world.benchmark import UNSEEN_RELATIONS, write_reference_scenes, write_world_benchmark
 
         _check_positive(args, "n_images")
         print(f"benchmark written to {write_world_benchmark(args.output_dir, n_images=args.n_images, seed=args.seed)}")
         if args.unseen_dir:
             write_world_benchmark(args.unseen_dir, UNSEEN_RELATIONS, n_images=args.n_images, seed=args.seed)
             print(f"unseen pairs written to {args.unseen_dir}")
+        if args.reference_dir:
+            _check_positive(args, "reference_images")
+            write_reference_scenes(args.reference_dir, args.reference_images, seed=args.seed)
+            print(f"{args.reference_images} reference scenes written to {args.reference_dir}")
         return
     if args.threads:
         torch.set_num_threads(args.threads)

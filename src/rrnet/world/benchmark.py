@@ -30,3 +30,22 @@ def write_world_benchmark(root: str | Path, relations: Sequence[tuple[str, str, 
     for k, (a, relation, b) in enumerate(relations):
         write_relation_folder(root, a, relation, b, n_images=n_images, size=size, seed=seed + k)
     return root
+
+
+def write_reference_scenes(root: str | Path, n: int = 1000, size: int = 32, seed: int = 0) -> Path:
+    """`n` rendered two-object scenes with random objects and relations: the "real images" of FID."""
+    import numpy as np
+
+    from rrnet.data import save_image_atomic
+    from rrnet.world.render import render_pil
+    from rrnet.world.vocab import object_names, relation_phrases
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    objects, relations = object_names(), relation_phrases()
+    for k in range(n):
+        a, b = rng.choice(len(objects), size=2, replace=False)
+        relation = relations[int(rng.integers(len(relations)))]
+        image, _ = render_pil(objects[a], relation, objects[b], rng, size)
+        save_image_atomic(image, root / f"{k:05d}.png")
+    return root
