@@ -139,9 +139,8 @@ def test_mask_hits_only_the_conditional_rows_and_processors_are_restored(tiny_pi
     with pytest.raises(KeyError), masked_cross_attention(unet, cond, positions):
         raise KeyError("interrupted")
     assert dict(unet.attn_processors) == before
-    with pytest.raises(RRNetError):
-        with masked_cross_attention(unet, cond, [500]):
-            pass
+    with pytest.raises(RRNetError), masked_cross_attention(unet, cond, [500]):
+        pass
 
 
 # ---- EOT swap ----------------------------------------------------------------------------------

@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call `write(tmp_path)` for a temp file next to `path`, then `os.replace` it into place."""
     path = Path(path)
@@ -16,6 +22,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -130,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     from rrnet.eval.cli import add_evaluate_parser
     from rrnet.experiment import add_experiment_parser
 
+    from rrnet.analysis.cli import add_analyze_parser
     from rrnet.baselines.cli import add_baseline_parser
 
     add_evaluate_parser(sub)
     add_experiment_parser(sub)
     add_baseline_parser(sub)
+    add_analyze_parser(sub)
     return parser
 
 
@@ -213,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             from rrnet.demo import run_demo
 
             run_demo(args)
+        elif args.command == "analyze":
+            from rrnet.analysis.cli import run_analyze
+
+            run_analyze(args)
         elif args.command == "baseline":
             from rrnet.baselines.cli import run_baseline
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from PIL import Image
 
 from rrnet.errors import PromptError
-from rrnet.tokens import order_in_prompt, tokenize_prompt
+from rrnet.tokens import order_in_prompt, tokenize_prompt, word_positions
 from rrnet.world.evaluate import judge_arrays
 from rrnet.world.vocab import object_names, relation_phrases
 
@@ -26,10 +26,12 @@ def in_mini_world(triplet: Triplet | None) -> bool:
 
 
 def prompt_direction(tokenizer, prompt: str, triplet: Triplet) -> str | None:
-    """"ARB" when the prompt names A first, "BRA" when B first, None when a word is missing."""
-    a, _, b = triplet
+    """"ARB" when the prompt names A first, "BRA" when B first, None when any of the three words is missing."""
+    a, relation, b = triplet
     try:
-        return "ARB" if order_in_prompt(tokenizer, tokenize_prompt(tokenizer, prompt), a, b) else "BRA"
+        tokens = tokenize_prompt(tokenizer, prompt)
+        word_positions(tokenizer, tokens, relation)
+        return "ARB" if order_in_prompt(tokenizer, tokens, a, b) else "BRA"
     except PromptError:
         return None
 
