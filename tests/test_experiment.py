@@ -72,3 +72,17 @@ def test_experiment_config_is_checked(tmp_path):
             "--no_progress"]
     assert main([*args, "--epochs", "0"]) == 2
     assert main([*args, "--judge", "detector"]) == 2  # needs --judge_model
+
+
+def test_world_benchmark_command(tmp_path):
+    from rrnet.data import find_relations
+
+    args = ["world", "benchmark", "--output_dir", str(tmp_path / "b"), "--unseen_dir", str(tmp_path / "u"),
+            "--reference_dir", str(tmp_path / "r"), "--reference_images", "3", "--n_images", "2"]
+    assert main(args) == 0
+    specs = find_relations(tmp_path / "b")
+    assert [(s.object_a, s.relation, s.object_b) for s in specs] == sorted(TRAIN_RELATIONS, key=lambda t: "_".join(t).replace(" ", "_"))
+    assert all(s.category == "position" and len(s.images_prompt) == 2 for s in specs)
+    assert len(find_relations(tmp_path / "u")) == len(UNSEEN_RELATIONS)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert main([*args[:-2], "--n_images", "0"]) == 2
