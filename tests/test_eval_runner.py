@@ -177,7 +177,16 @@ def test_fid_in_report(tmp_path, world_pipe, benchmark):
     value = results["rows"][0]["fid"]
     assert value is not None and np.isfinite(value) and value >= 0
     assert results["fid"]["weights"] == "test features"
-    assert (tmp_path / "fid_reference.npz").is_file()
+    assert (tmp_path / "fid_reference.npz").is_file() and (tmp_path / "fid" / "base-base.npz").is_file()
+
+    class Refusing(MeanColour):
+        def __call__(self, images):
+            raise AssertionError("cached statistics should have been reused")
+
+    again, _ = _run(tmp_path, world_pipe, benchmark, [BaseMethod()], ExactJudge(),
+                    EvalSettings(num_images=2, steps=2, guidance_scale=4.0),
+                    fid=FIDOptions(reference=reference, extractor=Refusing(), weights="test features"))
+    assert again["rows"][0]["fid"] == value
     assert re.search(r"\| base \|.*\| " + re.escape(f"{value:.2f}") + r" \|", (tmp_path / "table.md").read_text())
     assert "test features" in (tmp_path / "table.md").read_text()
 

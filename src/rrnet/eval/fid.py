@@ -257,10 +257,15 @@ def load_statistics(path: str | Path) -> Statistics:
 
 def folder_fingerprint(folder: str | Path) -> str:
     """Hash of the image files' names, sizes and modification times: cheap, and changes when files do."""
+    return files_fingerprint(image_files(folder))
+
+
+def files_fingerprint(paths: Iterable[Path]) -> str:
+    """Hash of the files' paths (as given), sizes and modification times, in order."""
     digest = hashlib.sha256()
-    for path in image_files(folder):
-        st = path.stat()
-        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for path in paths:
+        st = Path(path).stat()
+        digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -96,24 +96,27 @@ def plot_tradeoff(results: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     has_fid = any(row["fid"] is not None for row in results["rows"])
-    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 4), squeeze=False)
-    acc_ax = axes[0][0]
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(13 if has_fid else 7.5, 4.2), squeeze=False)
     methods = list(dict.fromkeys(row["method"] for row in results["rows"]))
-    for judge in results["judges"]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    colour = {m: "black" if m == "base" else cycle[k % len(cycle)] for k, m in enumerate(methods)}
+    acc_ax = axes[0][0]
+    for j, judge in enumerate(results["judges"]):
         label = judge["label"]
         for method in methods:
             rows = [r for r in results["rows"] if r["method"] == method and label in r["judged"]]
             values = [(r["setting"], r["judged"][label]["overall"]["relation_accuracy"]) for r in rows]
-            _draw(acc_ax, values, f"{method} · {label}")
-    acc_ax.set(xlabel="alpha", ylabel="relation accuracy", ylim=(0, 1), title="Relation accuracy vs alpha")
-    acc_ax.legend(fontsize=7)
+            name = method if len(results["judges"]) == 1 else f"{method} · {label}"
+            _draw(acc_ax, values, name, colour[method], styles[j % len(styles)])
+    acc_ax.set(xlabel="alpha", ylabel="relation accuracy", ylim=(0, 1.02), title="Relation accuracy vs alpha")
     if has_fid:
         fid_ax = axes[0][1]
         for method in methods:
             values = [(r["setting"], r["fid"]) for r in results["rows"] if r["method"] == method and r["fid"] is not None]
-            _draw(fid_ax, values, method)
+            _draw(fid_ax, values, method, colour[method], "-")
         fid_ax.set(xlabel="alpha", ylabel="FID", title="FID vs alpha")
-        fid_ax.legend(fontsize=7)
+    axes[0][-1].legend(*acc_ax.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
@@ -121,14 +124,15 @@ def plot_tradeoff(results: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _draw(ax, values: list[tuple[float | None, float | None]], label: str) -> None:
+def _draw(ax, values: list[tuple[float | None, float | None]], label: str, color: str, style: str) -> None:
+    """A line over alpha, or a flat dashed line (with a marker at the left edge) for a setting without alpha."""
     points = [(x, y) for x, y in values if x is not None and y is not None]
     flat = [y for x, y in values if x is None and y is not None]
     if points:
         xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o", label=label)
+        ax.plot(xs, ys, marker="o", linestyle=style, color=color, label=label)
     for y in flat:
-        ax.axhline(y, linestyle="--", linewidth=1, label=label, color="grey" if label.startswith("base") else None)
+        ax.axhline(y, linestyle="--" if style == "-" else style, linewidth=1.2, color=color, label=label)
 
 
 def write_report(results: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:

@@ -6,7 +6,7 @@ Layout under the output folder (all resumable)::
         000.png ...                 image k is sampled with seed + k (the same for every setting)
         generation.json             model, method, prompt, seeds, sampler settings
         judgement-<judge>-<key>.json   cached verdicts per image file (keyed by the judge's identity)
-    fid_reference.npz               cached statistics of the FID reference folder
+    fid_reference.npz, fid/         cached FID statistics of the reference folder and of each row
     results.json, table.md, tradeoff.png
 
 Images already on disk are not generated again, and a folder made with other settings is an
@@ -330,12 +330,28 @@ class FIDOptions:
     weights: str
 
 
-def row_fid(row: Row, options: FIDOptions, settings: EvalSettings, cache_path: Path) -> float:
-    """FID of all the row's images (every relation, both prompts) against the reference folder."""
+def row_fid(row: Row, options: FIDOptions, settings: EvalSettings, output_dir: Path) -> float:
+    """FID of all the row's images (every relation, both prompts) against the reference folder.
+
+    Both sides' statistics are cached (`fid_reference.npz`, `fid/<method>-<setting>.npz`) and
+    reused while the extractor and the image files are unchanged.
+    """
     paths = [p for job in row.jobs for p in job.image_paths(settings.num_images)]
-    features = fidlib.features_of(fidlib.image_file_tensors(paths), options.extractor)
-    stats = fidlib.compute_statistics(features, options.extractor.name)
-    reference = fidlib.reference_statistics(options.reference, options.extractor, cache_path)
+    fingerprint = fidlib.files_fingerprint(paths)
+    cache = output_dir / "fid" / f"{row.method}-{setting_label(row.setting)}.npz"
+    stats = None
+    if cache.is_file():
+        try:
+            cached = fidlib.load_statistics(cache)
+        except DataError:
+            cached = None
+        if cached is not None and (cached.extractor_name, cached.fingerprint) == (options.extractor.name, fingerprint):
+            stats = cached
+    if stats is None:
+        features = fidlib.features_of(fidlib.image_file_tensors(paths), options.extractor)
+        stats = fidlib.compute_statistics(features, options.extractor.name, fingerprint)
+        fidlib.save_statistics(cache, stats)
+    reference = fidlib.reference_statistics(options.reference, options.extractor, output_dir / "fid_reference.npz")
     return fidlib.frechet_distance(stats, reference)
 
 
@@ -396,7 +412,7 @@ def evaluate(
     fids: dict[str, float | None] = {row.label: None for row in rows}
     if fid is not None:
         for row in tqdm([r for r in rows if r.method != DATASET], desc="FID", disable=not progress):
-            fids[row.label] = row_fid(row, fid, settings, output_dir / "fid_reference.npz")
+            fids[row.label] = row_fid(row, fid, settings, output_dir)
 
     results = {
         "format": FORMAT,
