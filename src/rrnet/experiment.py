@@ -164,10 +164,10 @@ def report_markdown(results: dict[str, Any], osp: list[dict[str, Any]], unseen: 
     a0 = config.ablation_alpha
     lines = [
         "# rrnet experiment", "",
-        f"Model `{results['model']}`, benchmark `{results['benchmark']}` ({len(results['relations'])} relations), "
+        (f"Model `{results['model']}`, benchmark `{results['benchmark']}` ({len(results['relations'])} relations), "
         f"{gen['num_images']} images per prompt and setting (seeds {gen['seed']}..{gen['seed'] + gen['num_images'] - 1}), "
         f"{gen['steps']} steps, guidance {gen['guidance_scale']:g}; RRNet trained {config.train.epochs} epochs, "
-        f"baselines {config.baseline_epochs or config.train.epochs}. Rates in %, {results['interval']} intervals.",
+        f"baselines {config.baseline_epochs or config.train.epochs}. Rates in %, {results['interval']} intervals."),
         "",
         "## Table 1: comparison", "",
         table_markdown(_subset(results, lambda r: r["method"] in (DATASET, "base", "personalized", "rrnet"))),
@@ -287,7 +287,12 @@ def add_experiment_parser(sub) -> None:
 def run_experiment_cli(args) -> None:
     import torch
 
-    from rrnet.eval.cli import fid_options, judges_from_args, pipe_loader, settings_from_args
+    from rrnet.eval.cli import (
+        fid_options,
+        judges_from_args,
+        pipe_loader,
+        settings_from_args,
+    )
 
     if args.epochs < 1 or (args.baseline_epochs is not None and args.baseline_epochs < 1):
         raise RRNetError("--epochs and --baseline_epochs must be at least 1")
