@@ -9,7 +9,7 @@ cannot answer lowers accuracy rather than being quietly dropped, and their count
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from rrnet.eval.judges.base import JudgeResult
@@ -52,7 +52,7 @@ class Tally:
         self.objects += bool(result.both)
 
     def __add__(self, other: Tally) -> Tally:
-        return Tally(*(getattr(self, f) + getattr(other, f) for f in ("n", "correct", "swapped", "neither", "unreadable", "objects")))
+        return Tally(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def summary(self, confidence: float = 0.95) -> dict[str, Any]:
         """Counts, rates and Wilson intervals; rates are None when nothing was judged."""
