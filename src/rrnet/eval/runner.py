@@ -253,10 +253,6 @@ def judge_key(judge: Judge) -> str:
     return f"{judge.name}-{digest[:12]}"
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def _load_cache(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -276,7 +272,7 @@ def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> lis
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: image missing; generate before judging")
-    hashes = {p.name: _sha1(p) for p in paths}
+    hashes = {p.name: fidlib.file_sha1(p) for p in paths}
     todo = [p for p in paths if cache.get(p.name, {}).get("sha1") != hashes[p.name]]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
