@@ -5,6 +5,7 @@ seed and run the same pair steps, so their final rectifier weights must agree (p
 largest difference), i.e. the speed-up is at equal results.
 
     python -m benchmarks.train_speed [--backbones tiny mid] [--epochs 2] [--reps 3] [--threads 2]
+        [--methods fast fast-bf16 fast-compile]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def worker(args) -> None:
     shape = SHAPES[args.backbone]
     pipe = benchmark_pipeline(args.backbone, dtype=torch.bfloat16 if args.method == "fast-bf16" else None)
     spec = benchmark_relation(shape.resolution)
-    config = TrainConfig(epochs=args.epochs, seed=0)
+    config = TrainConfig(epochs=args.epochs, seed=0, compile_unet=args.method == "fast-compile")
     times = []
     for _ in range(args.reps + 1):  # the first repetition warms up and is not counted
         start = time.perf_counter()
@@ -54,6 +55,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs (x5 pair steps) per timed repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=["reference", "fast", "fast-bf16"],
+                    choices=["reference", "fast", "fast-bf16", "fast-compile"], help="the reference always runs")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backbone", default="tiny", help=argparse.SUPPRESS)
     ap.add_argument("--method", default="fast", help=argparse.SUPPRESS)
@@ -65,7 +68,8 @@ def main() -> None:
     ratios = {}
     for backbone in args.backbones:
         runs = {}
-        for method in ("reference", "fast", "fast-bf16"):
+        methods = ["reference", *[m for m in args.methods if m != "reference"]]
+        for method in methods:
             cmd = [sys.executable, "-m", "benchmarks.train_speed", "--worker", "--backbone", backbone, "--method", method,
                    "--epochs", str(args.epochs), "--reps", str(args.reps), "--threads", str(args.threads)]
             root = Path(__file__).resolve().parents[1]
@@ -74,7 +78,7 @@ def main() -> None:
             sps = runs[method]["steps_per_s"]
             print(f"| {backbone} | {method} | {min(sps):.2f} | {statistics.median(sps):.2f} | {runs[method]['peak_rss_mib']:.0f} |")
         ref = statistics.median(runs["reference"]["steps_per_s"])
-        for method in ("fast", "fast-bf16"):
+        for method in methods[1:]:
             diff = max(abs(a - b) for a, b in zip(runs["reference"]["weights"], runs[method]["weights"]))
             ratios[(backbone, method)] = (statistics.median(runs[method]["steps_per_s"]) / ref, diff)
     for (backbone, method), (_, diff) in ratios.items():
