@@ -285,8 +285,7 @@ def add_experiment_parser(sub) -> None:
 
 
 def run_experiment_cli(args) -> None:
-    import torch
-
+    from rrnet.backbones.loading import default_device
     from rrnet.eval.cli import (
         fid_options,
         judges_from_args,
@@ -301,7 +300,7 @@ def run_experiment_cli(args) -> None:
         baseline_epochs=args.baseline_epochs, variants=tuple(args.variants), alphas=tuple(args.alpha),
         ablation_alpha=args.ablation_alpha, evaluation=settings_from_args(args),
     )
-    fid = fid_options(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fid = fid_options(args, args.device or default_device())
     run_experiment(pipe_loader(args), args.model, args.benchmark, args.output_dir, judges_from_args(args), config,
                    unseen=args.unseen, transfer_from=args.transfer_from, fid=fid, progress=not args.no_progress)
     print((Path(args.output_dir) / "report.md").read_text(encoding="utf-8"))

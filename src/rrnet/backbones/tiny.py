@@ -7,12 +7,9 @@ without any download.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-
+from rrnet.atomic import atomic_write_folder
 from rrnet.backbones.clip_vocab import clip_tokenizer
 from rrnet.backbones.shapes import SHAPES, build_pipeline_from_shape
 
@@ -27,18 +24,7 @@ def build_tiny_pipeline(seed: int = 0, sd_version: int = 2, prediction_type: str
 
 def save_pipeline_atomic(pipeline, out_dir: str | Path) -> Path:
     """`save_pretrained` into a temporary sibling folder, then rename: never a half-written model."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        pipeline.save_pretrained(tmp, safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return atomic_write_folder(out_dir, lambda tmp: pipeline.save_pretrained(tmp, safe_serialization=True))
 
 
 def build_tiny_backbone(

@@ -8,10 +8,6 @@ Everything is written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,22 +21,6 @@ from rrnet.train import default_resolution
 RECORD_NAME = "baseline.json"
 FORMAT = "rrnet-baseline"
 VERSION = 1
-
-
-def save_folder_atomic(target: str | Path, save: Callable[[Path], object]) -> Path:
-    """Call `save(tmp_dir)` on a temporary sibling folder, then swap it in for `target`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        save(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def discard_record(output_dir: str | Path) -> None:

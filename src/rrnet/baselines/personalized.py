@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from rrnet.baselines.checkpoint import read_record, save_folder_atomic, write_record
+from rrnet.atomic import atomic_write_folder
+from rrnet.baselines.checkpoint import read_record, write_record
 from rrnet.baselines.config import BaselineConfig
 from rrnet.baselines.exemplars import prepare_exemplars
 from rrnet.baselines.loop import encode_ids, fit, token_ids
@@ -52,7 +53,7 @@ def train_personalized(
                       output_dir, progress, desc=KIND)
     tuned.eval().requires_grad_(False)
     if output_dir is not None:
-        save_folder_atomic(Path(output_dir) / TEXT_ENCODER_FOLDER, tuned.save_pretrained)
+        atomic_write_folder(Path(output_dir) / TEXT_ENCODER_FOLDER, tuned.save_pretrained)
         write_record(output_dir, KIND, pipe, spec, config, history, model_id, text_encoder=TEXT_ENCODER_FOLDER)
     return tuned, history
 

@@ -124,8 +124,7 @@ def fid_options(args, device: str):
 
 
 def run_evaluate(args) -> None:
-    import torch
-
+    from rrnet.backbones.loading import default_device
     from rrnet.data import find_relations
     from rrnet.eval.report import table_markdown
     from rrnet.eval.runner import evaluate
@@ -139,7 +138,7 @@ def run_evaluate(args) -> None:
         specs = [s for s in specs if s.name in args.relations]
     methods = build_methods(args)
     judges = judges_from_args(args)
-    fid = fid_options(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fid = fid_options(args, args.device or default_device())
     results = evaluate(pipe_loader(args), args.model, specs, methods, judges, args.output_dir, settings, fid,
                        benchmark=str(Path(args.benchmark)), progress=not args.no_progress,
                        include_dataset=args.include_dataset)

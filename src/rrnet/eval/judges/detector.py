@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from rrnet.backbones.loading import default_device
 from rrnet.errors import RRNetError
 from rrnet.eval.geometry import Box, canonical_relation, check_rule, verdict_from_boxes
 from rrnet.eval.judges.base import JudgeQuery, JudgeResult
@@ -151,7 +152,7 @@ class DetectorJudge:
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RRNetError(f"cannot load detector model {model_id_or_path!r}: {first}") from exc
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         model = model.to(device).eval()
         return cls(model, processor, model_id=model_id_or_path, rule=rule, threshold=threshold,
                    template=template, batch_size=batch_size)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from rrnet.backbones.loading import default_device
 from rrnet.errors import RRNetError
 from rrnet.eval.judges.base import JudgeQuery, JudgeResult
 from rrnet.eval.vlm_protocol import ProtocolAnswers, judge_from_answers, questions
@@ -66,10 +67,6 @@ def _family_of(config: Any, model_id: str) -> str:
             f"unsupported VLM {model_id!r}: model_type {model_type!r} is not one of {sorted(FAMILIES)}"
         )
     return FAMILIES[model_type]
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _user_turn(text: str, image: bool) -> Message:
@@ -153,7 +150,7 @@ class VLMJudge:
         processor = load("processor", AutoProcessor)
         model = load(
             "weights", AutoModelForImageTextToText,
-            dtype=DTYPES[dtype], device_map=str(device or _default_device()),
+            dtype=DTYPES[dtype], device_map=str(device or default_device()),
         )
         return cls(model, processor, model_id=model_id, batch_size=batch_size, max_new_tokens=max_new_tokens)
 
