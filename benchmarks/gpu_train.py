@@ -1,9 +1,10 @@
 """Seconds per pair step and peak GPU memory: reference loop vs fast path, full SD 2.1-base shape.
 
 Builds the SD 2.1-base architecture from its known configuration with random weights (timing and
-memory do not depend on weight values) at 512 px, and measures the official-style reference loop
-(fp32, VAE encode every step, two UNet calls) and rrnet's fast path (cached latents and text, one
-UNet call, frozen models in bf16, optional gradient checkpointing / torch.compile).
+memory do not depend on weight values) at 512 px, and measures, in one run, the official-style
+reference loop (fp32, VAE encode every step, two UNet calls) and rrnet's fast path in several
+variants (cached latents and text, one UNet call; frozen models in fp32 or bf16; with gradient
+checkpointing; with torch.compile). Every variant shares one pipeline per dtype.
 
     python -m benchmarks.gpu_train                       # on a CUDA GPU
     python -m benchmarks.gpu_train --device cpu --tiny   # the same code path, small, on a CPU
@@ -13,16 +14,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from benchmarks.common import benchmark_pipeline, benchmark_relation
 from benchmarks.reference_loop import ReferenceTrainer
+from rrnet.atomic import atomic_write_text
+from rrnet.backbones.loading import DTYPES
 from rrnet.backbones.shapes import SHAPES
 from rrnet.train import PAIR_STEPS, TrainConfig, new_rectifier, pair_step_loss, setup_training
 
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# variant -> (dtype of the frozen models, gradient checkpointing, torch.compile)
+VARIANTS = {
+    "fast-fp32": ("no", False, False),
+    "fast-bf16": ("bf16", False, False),
+    "fast-bf16-ckpt": ("bf16", True, False),
+    "fast-bf16-compile": ("bf16", False, True),
+    "fast-fp16": ("fp16", False, False),
+}
 
 
 def sync(device: str) -> None:
@@ -40,74 +52,123 @@ def peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
-def run_reference(pipe, spec, config, steps: int, device: str) -> float:
-    rect = new_rectifier(pipe, config)
-    trainer = ReferenceTrainer(pipe, rect, spec, config)
-    encoded, graphs, chosen = trainer.sample_epoch()
+def timed_steps(step, steps: int, warmup: int, device: str) -> tuple[list[float], float]:
+    """Wall time of each of `steps` calls of `step(i)`, and the total of the `warmup` calls before them."""
     times = []
-    for i in range(steps + 1):
+    for i in range(warmup + steps):
         sync(device)
         start = time.perf_counter()
+        step(i)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times[warmup:], sum(times[:warmup])
+
+
+def run_reference(pipe, spec, config: TrainConfig, steps: int, device: str) -> tuple[list[float], float]:
+    """Per-step times of the official-style loop (its per-epoch sentence encoding included), and
+    the seconds spent before them (set-up and one warm-up step)."""
+    start = time.perf_counter()
+    trainer = ReferenceTrainer(pipe, new_rectifier(pipe, config), spec, config)
+    setup = time.perf_counter() - start
+    state = {}
+
+    def step(i: int) -> None:
         if i % 5 == 0:
-            encoded, graphs, chosen = trainer.sample_epoch()
-        result = trainer.pair_loss(PAIR_STEPS[i % 5], encoded, graphs, chosen)
+            state["epoch"] = trainer.sample_epoch()
+        result = trainer.pair_loss(PAIR_STEPS[i % 5], *state["epoch"])
         trainer.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         trainer.optimizer.step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]
+
+    times, warm = timed_steps(step, steps, 1, device)
+    return times, setup + warm
 
 
-def run_fast(pipe, spec, config, steps: int, device: str) -> float:
+def run_fast(pipe, spec, config: TrainConfig, steps: int, device: str) -> tuple[list[float], float]:
+    """Per-step times of `rrnet.train`'s pair step, and the seconds before them: set-up (latent and
+    text caching) and warm-up steps (where torch.compile compiles)."""
+    sync(device)
+    start = time.perf_counter()
     rect, prepared, sched, opt, gen = setup_training(pipe, spec, config)
+    sync(device)
+    setup = time.perf_counter() - start
     chosen = {k: 0 for k in prepared.sides}
-    times = []
-    for i in range(steps + 2):  # two warm-up steps (compile, autotuning)
-        sync(device)
-        start = time.perf_counter()
+
+    def step(i: int) -> None:
         result = pair_step_loss(pipe, rect, prepared, PAIR_STEPS[i % 5], chosen, config, sched, gen)
         opt.zero_grad(set_to_none=True)
         result.loss.backward()
         opt.step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    rest = sorted(times[2:])
-    return rest[len(rest) // 2]
+
+    warmup = 3 if config.compile_unet else 2  # compilation and autotuning happen here
+    times, warm = timed_steps(step, steps, warmup, device)
+    return times, setup + warm
+
+
+def row(method: str, times: list[float], setup: float, device: str) -> dict:
+    sec = statistics.median(times)
+    return {"method": method, "s_per_pair_step": sec, "s_per_pair_step_min": min(times), "setup_and_warmup_s": setup,
+            "projected_500_steps_s": setup + 500 * sec, "peak_gib": peak_gib(device)}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| method | s / pair step (median) | set-up + warm-up s | projected 500 pair steps s | vs reference | peak GPU memory GiB |",
+             "|---|---|---|---|---|---|"]
+    ref = next((r["s_per_pair_step"] for r in rows if r["method"] == "reference"), None)
+    for r in rows:
+        mem = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+        ratio = f"{ref / r['s_per_pair_step']:.1f}x" if ref else "-"
+        lines.append(f"| {r['method']} | {r['s_per_pair_step']:.4f} | {r['setup_and_warmup_s']:.1f} | "
+                     f"{r['projected_500_steps_s']:.1f} | {ratio} | {mem} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="the tiny shape instead of SD 2.1-base")
-    ap.add_argument("--steps", type=int, default=10, help="timed pair steps per method")
-    ap.add_argument("--mixed_precision", choices=list(DTYPES), default="bf16")
-    ap.add_argument("--gradient_checkpointing", action="store_true")
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--steps", type=int, default=20, help="timed pair steps per method")
+    ap.add_argument("--variants", nargs="+", default=["fast-fp32", "fast-bf16", "fast-bf16-ckpt", "fast-bf16-compile"],
+                    choices=list(VARIANTS))
     ap.add_argument("--skip_reference", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA device; use --device cpu --tiny to run the same code on a CPU")
     shape_name = "tiny" if args.tiny else "sd21-base"
     spec = benchmark_relation(SHAPES[shape_name].resolution)
-    rows = []
-    if not args.skip_reference:
-        pipe = benchmark_pipeline(shape_name, args.device)
-        reset_peak(args.device)
-        sec = run_reference(pipe, spec, TrainConfig(seed=0), args.steps, args.device)
-        rows.append({"method": "reference (fp32, official per-step work)", "s_per_pair_step": sec, "peak_gib": peak_gib(args.device)})
-        del pipe
-    pipe = benchmark_pipeline(shape_name, args.device, DTYPES[args.mixed_precision])
-    reset_peak(args.device)
-    config = TrainConfig(seed=0, gradient_checkpointing=args.gradient_checkpointing, compile_unet=args.compile)
-    sec = run_fast(pipe, spec, config, args.steps, args.device)
-    rows.append({"method": f"fast ({args.mixed_precision}, checkpointing={args.gradient_checkpointing}, compile={args.compile})",
-                 "s_per_pair_step": sec, "peak_gib": peak_gib(args.device)})
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"{shape_name} at {SHAPES[shape_name].resolution} px on {name}")
-    print("| method | s / pair step | projected 500 pair steps (s) | peak GPU memory GiB |\n|---|---|---|---|")
-    for r in rows:
-        mem = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        print(f"| {r['method']} | {r['s_per_pair_step']:.3f} | {500 * r['s_per_pair_step']:.0f} | {mem} |")
-    print(json.dumps(rows))
+    print(f"{shape_name} at {SHAPES[shape_name].resolution} px on {name}, torch {torch.__version__}", flush=True)
+    rows = []
+    pipes: dict[str, object] = {}
+
+    def pipeline(precision: str):
+        if precision not in pipes:
+            pipes.clear()  # one pipeline on the device at a time
+            reset_peak(args.device)
+            pipes[precision] = benchmark_pipeline(shape_name, args.device, DTYPES[precision])
+        return pipes[precision]
+
+    if not args.skip_reference:
+        pipe = pipeline("no")
+        reset_peak(args.device)
+        rows.append(row("reference", *run_reference(pipe, spec, TrainConfig(seed=0), args.steps, args.device), args.device))
+        print(json.dumps(rows[-1]), flush=True)
+    for variant in args.variants:
+        precision, checkpointing, compiled = VARIANTS[variant]
+        pipe = pipeline(precision)
+        if compiled:  # compiling is in place: later variants would inherit it, so build a fresh pipeline
+            pipes.clear()
+            pipe = pipeline(precision)
+        reset_peak(args.device)
+        config = TrainConfig(seed=0, gradient_checkpointing=checkpointing, compile_unet=compiled)
+        rows.append(row(variant, *run_fast(pipe, spec, config, args.steps, args.device), args.device))
+        print(json.dumps(rows[-1]), flush=True)
+        if compiled:
+            pipes.clear()
+    print(markdown(rows))
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"device": name, "shape": shape_name, "torch": torch.__version__, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

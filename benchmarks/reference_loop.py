@@ -77,7 +77,8 @@ class ReferenceTrainer:
         own = torch.stack(latents)
         other = own.flip(0)
         noise = torch.randn(own.shape, generator=gen).to(own.device)
-        t = sample_timestep(self.noise_scheduler.config.num_train_timesteps, gen, config.importance_sampling).expand(2)
+        t = sample_timestep(self.noise_scheduler.config.num_train_timesteps, gen, config.importance_sampling)
+        t = t.to(own.device).expand(2)
         sched = self.noise_scheduler
         pred_own = pipe.unet(sched.add_noise(own, noise, t), t, encoder_hidden_states=cond).sample
         pred_other = pipe.unet(sched.add_noise(other, noise, t), t, encoder_hidden_states=cond).sample

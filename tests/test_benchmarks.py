@@ -11,11 +11,25 @@ def _run(module, argv, monkeypatch, capsys):
     return capsys.readouterr().out
 
 
-def test_gpu_train_runs_on_cpu_with_the_tiny_shape(monkeypatch, capsys):
+def test_gpu_train_runs_on_cpu_with_the_tiny_shape(monkeypatch, capsys, tmp_path):
+    import json
+
     from benchmarks import gpu_train
 
-    out = _run(gpu_train, ["--device", "cpu", "--tiny", "--steps", "1", "--mixed_precision", "no"], monkeypatch, capsys)
-    assert "reference (fp32" in out and "fast (no" in out
+    out = _run(gpu_train, ["--device", "cpu", "--tiny", "--steps", "1", "--variants", "fast-fp32", "fast-bf16-ckpt",
+                           "--json", str(tmp_path / "rows.json")], monkeypatch, capsys)
+    assert "| reference |" in out and "| fast-fp32 |" in out and "| fast-bf16-ckpt |" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["reference", "fast-fp32", "fast-bf16-ckpt"]
+    assert all(r["projected_500_steps_s"] >= 500 * r["s_per_pair_step"] for r in rows)
+
+
+def test_gpu_train_refuses_cuda_without_a_gpu(monkeypatch, capsys):
+    from benchmarks import gpu_train
+
+    monkeypatch.setattr(gpu_train.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        _run(gpu_train, ["--steps", "1"], monkeypatch, capsys)
 
 
 def test_generate_overhead_runs(monkeypatch, capsys):
@@ -32,3 +46,12 @@ def test_train_speed_worker_runs(monkeypatch, capsys, method):
     out = _run(train_speed, ["--worker", "--backbone", "tiny", "--method", method, "--epochs", "1", "--reps", "1",
                              "--threads", "1"], monkeypatch, capsys)
     assert '"steps_per_s"' in out
+
+
+
+def test_step_breakdown_runs(monkeypatch, capsys):
+    from benchmarks import step_breakdown
+
+    out = _run(step_breakdown, ["--backbones", "tiny", "--reps", "1", "--threads", "1"], monkeypatch, capsys)
+    assert "| tiny | reference: whole pair step |" in out and "| tiny | fast: whole pair step, fp32 |" in out
+    assert "tiny: no fp32 pair step can beat its UNet call" in out and "tiny: no bf16 pair step" in out

@@ -43,11 +43,11 @@ def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
 
 @dataclass
 class PairLoss:
-    """The combined loss and its two terms (terms detached, for logging)."""
+    """The combined loss and its two terms (detached tensors: reading them waits for the device, so callers do it last)."""
 
     loss: torch.Tensor
-    positive: float
-    negative: float
+    positive: torch.Tensor
+    negative: torch.Tensor | None
 
 
 def relation_compelling_loss(
@@ -61,9 +61,9 @@ def relation_compelling_loss(
     """`positive_weight * MSE(own) - negative_weight * MSE(other)`; no negative term when `pred_other` is None."""
     positive = F.mse_loss(pred_own.float(), target_own.float())
     loss = positive_weight * positive
-    negative_value = float("nan")
+    negative = None
     if pred_other is not None:
         negative = F.mse_loss(pred_other.float(), target_other.float())
         loss = loss - negative_weight * negative
-        negative_value = negative.item()
-    return PairLoss(loss=loss, positive=positive.item(), negative=negative_value)
+        negative = negative.detach()
+    return PairLoss(loss=loss, positive=positive.detach(), negative=negative)

@@ -128,7 +128,10 @@ class RelationRectifier(nn.Module):
         device = next(self.parameters()).device
         graph = relation_graph(*feats, prompt.eot, object_sentence.eot)
         if self.config.adjuster == "free":
-            graph.direction = torch.tensor([self.direction_of(triplet)])
+            direction = self.direction_of(triplet)
+            if direction < 0:  # checked here, on the host, so training steps never wait on the device
+                raise PromptError("a free-vector rectifier (no graph network) only knows the two prompts it was trained on")
+            graph.direction = torch.tensor([direction])
         return graph.to(device)
 
     def direction_of(self, triplet: Triplet) -> int:
@@ -142,10 +145,7 @@ class RelationRectifier(nn.Module):
         """(G, 2, D) adjustment vectors: [:, 0] for the prompt, [:, 1] for its object sentence."""
         if self.config.adjuster == "hgcn":
             return self.hgcn.adjust_vectors(batch_graphs(graphs))
-        directions = torch.cat([g.direction for g in graphs]).to(self.free.device)
-        if (directions < 0).any():
-            raise PromptError("a free-vector rectifier (no graph network) only knows the two prompts it was trained on")
-        return self.free[directions]
+        return self.free[torch.cat([g.direction for g in graphs]).to(self.free.device)]
 
     # ---- inference ----------------------------------------------------------------------------
     def known_triplets(self) -> list[Triplet]:

@@ -10,7 +10,6 @@ The text encoder, UNet and VAE are frozen and never change.
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -302,8 +301,8 @@ def train_rectifier(
                 optimizer.step()
                 record["steps"]["/".join(pair)] = {
                     "loss": result.loss.item(),
-                    "positive": result.positive,
-                    "negative": None if math.isnan(result.negative) else result.negative,
+                    "positive": result.positive.item(),
+                    "negative": None if result.negative is None else result.negative.item(),
                 }
             losses = [s["loss"] for s in record["steps"].values()]
             record["loss"] = sum(losses) / len(losses)
