@@ -55,3 +55,12 @@ def test_step_breakdown_runs(monkeypatch, capsys):
     out = _run(step_breakdown, ["--backbones", "tiny", "--reps", "1", "--threads", "1"], monkeypatch, capsys)
     assert "| tiny | reference: whole pair step |" in out and "| tiny | fast: whole pair step, fp32 |" in out
     assert "tiny: no fp32 pair step can beat its UNet call" in out and "tiny: no bf16 pair step" in out
+
+
+def test_step_cost_counts_less_work_for_the_fast_path(monkeypatch, capsys):
+    from benchmarks import step_cost
+
+    reference, fast = step_cost.step_tflop("tiny", "reference"), step_cost.step_tflop("tiny", "fast")
+    assert 0 < fast < reference  # the same UNet work, without the reference's VAE encodes
+    out = _run(step_cost, ["--shape", "tiny", "--memory", "--variants", "fast-bf16", "--threads", "1"], monkeypatch, capsys)
+    assert "| fast |" in out and "| fast-bf16 |" in out
