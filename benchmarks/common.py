@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rrnet.backbones.clip_vocab import clip_tokenizer
@@ -29,3 +30,38 @@ def benchmark_relation(resolution: int, n_images: int = 3):
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fast_stepper(pipe, spec, config) -> Callable[[int], None]:
+    """Set up `rrnet.train` for `spec`; the returned call runs pair step i (loss, backward, optimiser)."""
+    from rrnet.train import PAIR_STEPS, pair_step_loss, setup_training
+
+    rect, prepared, sched, opt, gen = setup_training(pipe, spec, config)
+    chosen = {k: 0 for k in prepared.sides}
+
+    def step(i: int) -> None:
+        result = pair_step_loss(pipe, rect, prepared, PAIR_STEPS[i % len(PAIR_STEPS)], chosen, config, sched, gen)
+        opt.zero_grad(set_to_none=True)
+        result.loss.backward()
+        opt.step()
+
+    return step
+
+
+def reference_stepper(pipe, spec, config) -> Callable[[int], None]:
+    """The same for the official-style loop, which re-encodes its sentences every fifth step (each epoch)."""
+    from benchmarks.reference_loop import ReferenceTrainer
+    from rrnet.train import PAIR_STEPS, new_rectifier
+
+    trainer = ReferenceTrainer(pipe, new_rectifier(pipe, config), spec, config)
+    state = {}
+
+    def step(i: int) -> None:
+        if i % len(PAIR_STEPS) == 0 or not state:
+            state["epoch"] = trainer.sample_epoch()
+        result = trainer.pair_loss(PAIR_STEPS[i % len(PAIR_STEPS)], *state["epoch"])
+        trainer.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        trainer.optimizer.step()
+
+    return step

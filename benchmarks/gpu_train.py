@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import benchmark_pipeline, benchmark_relation
-from benchmarks.reference_loop import ReferenceTrainer
+from benchmarks.common import benchmark_pipeline, benchmark_relation, fast_stepper, reference_stepper
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import DTYPES
 from rrnet.backbones.shapes import SHAPES
-from rrnet.train import PAIR_STEPS, TrainConfig, new_rectifier, pair_step_loss, setup_training
+from rrnet.train import TrainConfig
 
 # variant -> (dtype of the frozen models, gradient checkpointing, torch.compile)
 VARIANTS = {
@@ -68,18 +67,8 @@ def run_reference(pipe, spec, config: TrainConfig, steps: int, device: str) -> t
     """Per-step times of the official-style loop (its per-epoch sentence encoding included), and
     the seconds spent before them (set-up and one warm-up step)."""
     start = time.perf_counter()
-    trainer = ReferenceTrainer(pipe, new_rectifier(pipe, config), spec, config)
+    step = reference_stepper(pipe, spec, config)
     setup = time.perf_counter() - start
-    state = {}
-
-    def step(i: int) -> None:
-        if i % 5 == 0:
-            state["epoch"] = trainer.sample_epoch()
-        result = trainer.pair_loss(PAIR_STEPS[i % 5], *state["epoch"])
-        trainer.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        trainer.optimizer.step()
-
     times, warm = timed_steps(step, steps, 1, device)
     return times, setup + warm
 
@@ -89,17 +78,9 @@ def run_fast(pipe, spec, config: TrainConfig, steps: int, device: str) -> tuple[
     text caching) and warm-up steps (where torch.compile compiles)."""
     sync(device)
     start = time.perf_counter()
-    rect, prepared, sched, opt, gen = setup_training(pipe, spec, config)
+    step = fast_stepper(pipe, spec, config)
     sync(device)
     setup = time.perf_counter() - start
-    chosen = {k: 0 for k in prepared.sides}
-
-    def step(i: int) -> None:
-        result = pair_step_loss(pipe, rect, prepared, PAIR_STEPS[i % 5], chosen, config, sched, gen)
-        opt.zero_grad(set_to_none=True)
-        result.loss.backward()
-        opt.step()
-
     warmup = 3 if config.compile_unet else 2  # compilation and autotuning happen here
     times, warm = timed_steps(step, steps, warmup, device)
     return times, setup + warm

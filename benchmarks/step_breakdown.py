@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import benchmark_pipeline, benchmark_relation
+from benchmarks.common import benchmark_pipeline, benchmark_relation, fast_stepper, reference_stepper
 from benchmarks.reference_loop import ReferenceTrainer
 from rrnet.backbones.shapes import SHAPES
-from rrnet.train import PAIR_STEPS, TrainConfig, new_rectifier, pair_step_loss, setup_training
+from rrnet.train import TrainConfig, new_rectifier
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -34,6 +34,12 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def counted(step: Callable[[int], None]) -> Callable[[], None]:
+    """A stepper called as step(0), step(1), ...: consecutive pair steps, epochs included."""
+    calls = iter(range(10**9))
+    return lambda: step(next(calls))
 
 
 def unet_call(unet, batch: int, calls: int, shape: tuple[int, ...], text: tuple[int, int]) -> Callable[[], None]:
@@ -55,18 +61,7 @@ def breakdown(backbone: str, reps: int) -> list[tuple[str, float]]:
     spec = benchmark_relation(SHAPES[backbone].resolution)
     config = TrainConfig(seed=0)
     trainer = ReferenceTrainer(pipe, new_rectifier(pipe, config), spec, config)
-    epoch = trainer.sample_epoch()
-    counter = iter(range(10**9))
-
-    def reference_step() -> None:
-        i = next(counter)
-        if i % 5 == 0:
-            trainer.sample_epoch()
-        result = trainer.pair_loss(PAIR_STEPS[i % 5], *epoch)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        trainer.optimizer.step()
-
+    reference_step = counted(reference_stepper(pipe, spec, config))
     image = trainer.images["prompt"][:1]
     unet = pipe.unet
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
@@ -78,16 +73,7 @@ def breakdown(backbone: str, reps: int) -> list[tuple[str, float]]:
         ("reference: 2 UNet calls of batch 2, fwd+bwd, fp32", median_ms(unet_call(unet, 2, 2, shape, text), reps)),
         ("fast: 1 UNet call of batch 4, fwd+bwd, fp32", median_ms(unet_call(unet, 4, 1, shape, text), reps)),
     ]
-    fast_rect, prepared, sched, opt, gen = setup_training(pipe, spec, config)
-    chosen = {k: 0 for k in prepared.sides}
-
-    def fast_step() -> None:
-        result = pair_step_loss(pipe, fast_rect, prepared, PAIR_STEPS[0], chosen, config, sched, gen)
-        opt.zero_grad(set_to_none=True)
-        result.loss.backward()
-        opt.step()
-
-    rows.append(("fast: whole pair step, fp32", median_ms(fast_step, reps)))
+    rows.append(("fast: whole pair step, fp32", median_ms(counted(fast_stepper(pipe, spec, config)), reps)))
     bf16 = copy.deepcopy(unet).to(torch.bfloat16)
     rows.append(("fast: 1 UNet call of batch 4, fwd+bwd, bf16", median_ms(unet_call(bf16, 4, 1, shape, text), reps)))
     return rows

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import benchmark_pipeline, benchmark_relation
-from benchmarks.reference_loop import ReferenceTrainer
+from benchmarks.common import benchmark_pipeline, benchmark_relation, fast_stepper, reference_stepper
 from rrnet.backbones.clip_vocab import clip_tokenizer
 from rrnet.backbones.loading import DTYPES
 from rrnet.backbones.shapes import SHAPES, build_pipeline_from_shape
-from rrnet.train import PAIR_STEPS, TrainConfig, new_rectifier, pair_step_loss, setup_training
+from rrnet.train import TrainConfig
 
 # variant -> (dtype of the frozen models, gradient checkpointing)
 MEMORY_VARIANTS = {"fast-bf16": ("bf16", False), "fast-bf16-ckpt": ("bf16", True), "fast-fp32": ("no", False)}
@@ -42,29 +41,18 @@ def meta_pipeline(shape: str, precision: str):
     return pipe.to("meta", DTYPES[precision])
 
 
-def reference_step(pipe, spec, config: TrainConfig):
-    trainer = ReferenceTrainer(pipe, new_rectifier(pipe, config), spec, config)
-    epoch = trainer.sample_epoch()
-    return lambda: trainer.pair_loss(PAIR_STEPS[0], *epoch).loss.backward()
-
-
-def fast_step(pipe, spec, config: TrainConfig):
-    rect, prepared, sched, _, gen = setup_training(pipe, spec, config)
-    chosen = {k: 0 for k in prepared.sides}
-    return lambda: pair_step_loss(pipe, rect, prepared, PAIR_STEPS[0], chosen, config, sched, gen).loss.backward()
-
-
 def step_tflop(shape: str, method: str) -> float:
     """FLOPs (forward and backward, every op PyTorch counts) of one pair step, in TFLOP."""
     from torch.utils.flop_counter import FlopCounterMode
 
     spec = benchmark_relation(SHAPES[shape].resolution, n_images=1)
     if method == "reference":
-        step = reference_step(meta_pipeline(shape, "no"), spec, TrainConfig(seed=0))
+        step = reference_stepper(meta_pipeline(shape, "no"), spec, TrainConfig(seed=0))
     else:
-        step = fast_step(meta_pipeline(shape, "bf16"), spec, TrainConfig(seed=0))
+        step = fast_stepper(meta_pipeline(shape, "bf16"), spec, TrainConfig(seed=0))
+    step(0)  # the reference encodes its sentences here, once per five pair steps
     with FlopCounterMode(display=False) as counter:
-        step()
+        step(1)
     return counter.get_total_flops() / 1e12
 
 
@@ -80,7 +68,7 @@ def memory_worker(shape: str, variant: str, threads: int) -> dict:
     precision, checkpointing = MEMORY_VARIANTS[variant]
     pipe = benchmark_pipeline(shape, "cpu", DTYPES[precision])
     config = TrainConfig(seed=0, gradient_checkpointing=checkpointing)
-    step = fast_step(pipe, benchmark_relation(SHAPES[shape].resolution, n_images=1), config)
+    step = fast_stepper(pipe, benchmark_relation(SHAPES[shape].resolution, n_images=1), config)
     gc.collect()
     process = psutil.Process()
     before = process.memory_info().rss
@@ -94,7 +82,7 @@ def memory_worker(shape: str, variant: str, threads: int) -> dict:
     watcher.start()
     start = time.perf_counter()
     try:
-        step()
+        step(0)
     finally:
         done.set()
         watcher.join()
