@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch_geometric.data import Batch
 
 from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.errors import CheckpointError, PromptError
@@ -141,11 +142,15 @@ class RelationRectifier(nn.Module):
             return 0
         return 1 if known and triplet == known[0].swapped() else -1
 
-    def adjust_vectors(self, graphs: list) -> torch.Tensor:
-        """(G, 2, D) adjustment vectors: [:, 0] for the prompt, [:, 1] for its object sentence."""
+    def adjust_vectors(self, graphs: list | Batch) -> torch.Tensor:
+        """(G, 2, D) adjustment vectors: [:, 0] for the prompt, [:, 1] for its object sentence.
+
+        `graphs` is a list of graphs or, for graphs used at every training step, their `batch_graphs`.
+        """
+        batch = graphs if isinstance(graphs, Batch) else batch_graphs(graphs)
         if self.config.adjuster == "hgcn":
-            return self.hgcn.adjust_vectors(batch_graphs(graphs))
-        return self.free[torch.cat([g.direction for g in graphs]).to(self.free.device)]
+            return self.hgcn.adjust_vectors(batch)
+        return self.free[batch.direction.to(self.free.device)]
 
     # ---- inference ----------------------------------------------------------------------------
     def known_triplets(self) -> list[Triplet]:

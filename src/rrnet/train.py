@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from rrnet.data import RelationSpec, load_images
-from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST
+from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs
 from rrnet.losses import PairLoss, denoising_target, relation_compelling_loss, sample_timestep
 from rrnet.rectifier import EncodedPrompt, RectifierConfig, RelationRectifier, Triplet, add_at_eot, encode_prompt
 
@@ -81,6 +82,10 @@ class PreparedRelation:
     triplet: Triplet
     graphs: list
     sides: dict[str, Side] = field(default_factory=dict)
+    batched: Batch = field(init=False, repr=False)  # the graphs batched once, not at every step
+
+    def __post_init__(self) -> None:
+        self.batched = batch_graphs(self.graphs)
 
 
 def default_resolution(pipe) -> int:
@@ -177,7 +182,7 @@ def pair_step_loss(
     if not config.cache_text:
         prepared = refresh_text(pipe, rectifier, prepared)
     sides = [prepared.sides[name] for name in pair]
-    deltas = rectifier.adjust_vectors(prepared.graphs)
+    deltas = rectifier.adjust_vectors(prepared.batched)
     delta_rows = []
     for side in sides:
         delta = deltas[side.graph, side.adjust]
@@ -216,7 +221,7 @@ def pair_step_loss(
 @torch.no_grad()
 def rectified_eot_cosine(rectifier: RelationRectifier, prepared: PreparedRelation, alpha: float = 1.0) -> float:
     """Cosine similarity of the two prompts' EOT vectors after rectification (before: alpha=0)."""
-    deltas = rectifier.adjust_vectors(prepared.graphs)[:, PROMPT_ADJUST].cpu()
+    deltas = rectifier.adjust_vectors(prepared.batched)[:, PROMPT_ADJUST].cpu()
     a = prepared.sides["prompt"].encoded.eot.cpu() + alpha * deltas[0]
     b = prepared.sides["swapped"].encoded.eot.cpu() + alpha * deltas[1]
     return F.cosine_similarity(a, b, dim=0).item()
