@@ -44,8 +44,6 @@ _SYNONYMS: dict[str, str] = {
     "underneath": BELOW,
 }
 
-VERDICTS: tuple[str, ...] = ("ARB", "BRA", "neither")
-
 
 @dataclass(frozen=True)
 class Box:

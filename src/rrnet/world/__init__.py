@@ -1,9 +1,9 @@
 """Mini world: procedural coloured-shape scenes with exact truth, a renderer and an exact judge."""
 
+from rrnet.eval.judges.base import VERDICTS
 from rrnet.world.exemplars import folder_name, relation_index, write_relation_folder
 from rrnet.world.judge import (
     DEFAULT_CONFIG,
-    VERDICTS,
     Detection,
     JudgeConfig,
     Judgement,

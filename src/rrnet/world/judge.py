@@ -17,7 +17,6 @@ from rrnet.errors import DataError
 from rrnet.world.render import BASE_SIZE, shape_area_coefficient, shape_mask
 from rrnet.world.vocab import BACKGROUND_RGB, OBJECTS, SHAPES, get_object, get_relation
 
-VERDICTS: tuple[str, ...] = ("ARB", "BRA", "neither")
 
 _PALETTE = np.asarray([BACKGROUND_RGB] + [o.rgb for o in OBJECTS], dtype=np.int32)
 _PALETTE_F = _PALETTE.astype(np.float32)
