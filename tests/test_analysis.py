@@ -186,7 +186,7 @@ def test_alpha_sweep_writes_generation_outputs_and_record(tiny_pipe, tmp_path):
 
 def test_mini_world_images_are_judged(tmp_path):
     from rrnet.backbones.loading import load_pipeline
-    from rrnet.world.build import shipped_backbone
+    from rrnet.world.record import shipped_backbone
 
     model = shipped_backbone()
     if not (model / "model_index.json").is_file():

@@ -20,7 +20,7 @@ from rrnet.eval.methods import BaseMethod, RectifierMethod
 from rrnet.eval.metrics import Tally, infer_category
 from rrnet.eval.report import cell
 from rrnet.eval.runner import EvalSettings, FIDOptions, _runs, evaluate
-from rrnet.world.build import shipped_backbone
+from rrnet.world.record import shipped_backbone
 from rrnet.world.exemplars import write_relation_folder
 from rrnet.world.judge import judge_image
 

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -66,3 +67,41 @@ def test_negative_embeddings_stay_unmodified(tiny_pipe, monkeypatch, tmp_path):
     assert in_pipeline, "the pipeline encodes its own negative prompt"
     expected_uncond = original("", tiny_pipe.device, 1, False)[0]
     assert torch.equal(in_pipeline[-1][1], expected_uncond)
+
+
+def test_sampling_defaults_come_from_the_model_record(tmp_path):
+    """A mini-world folder's world.json says how its numbers were sampled; a flag left out takes
+    that value everywhere (generate, evaluate, experiment, analyze), other models the paper's."""
+    import argparse
+
+    from rrnet.errors import RRNetError
+    from rrnet.generate import PAPER_SAMPLING, fill_sampling_defaults
+
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "world.json").write_text(json.dumps({"sampling": {"num_inference_steps": 12, "guidance_scale": 2.5}}))
+    args = argparse.Namespace(model=str(world), steps=None, guidance_scale=None)
+    fill_sampling_defaults(args)
+    assert (args.steps, args.guidance_scale) == (12, 2.5)
+    args = argparse.Namespace(model=str(world), steps=40, guidance_scale=None)
+    fill_sampling_defaults(args)
+    assert (args.steps, args.guidance_scale) == (40, 2.5)  # a flag given wins
+    args = argparse.Namespace(model=str(tmp_path / "plain-sd"), steps=None, guidance_scale=None)
+    fill_sampling_defaults(args)
+    assert (args.steps, args.guidance_scale) == (PAPER_SAMPLING["num_inference_steps"], PAPER_SAMPLING["guidance_scale"])
+    (world / "world.json").write_text(json.dumps({"sampling": {"steps": "many"}}))
+    with pytest.raises(RRNetError, match="num_inference_steps"):
+        fill_sampling_defaults(argparse.Namespace(model=str(world), steps=None, guidance_scale=None))
+
+
+def test_every_sampling_command_leaves_steps_to_the_model(tmp_path):
+    from rrnet.cli import build_parser
+
+    parser = build_parser()
+    commands = [["generate", "--model", "m", "--output_dir", "o"], ["evaluate", "--model", "m", "--benchmark", "b", "--output_dir", "o"],
+                ["experiment", "--model", "m", "--benchmark", "b", "--output_dir", "o"],
+                ["analyze", "alpha-sweep", "--model", "m", "--rectifier", "r", "--output_dir", "o"],
+                ["analyze", "mask-eot", "--model", "m", "--prompt", "p", "--output_dir", "o"]]
+    for argv in commands:
+        args = parser.parse_args(argv)
+        assert args.steps is None and args.guidance_scale is None, argv

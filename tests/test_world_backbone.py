@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rrnet.training_state import load_state, save_state
-from rrnet.world.build import build_world_backbone, shipped_backbone
+from rrnet.world.build import build_world_backbone, stage_done
+from rrnet.world.record import shipped_backbone
 from rrnet.world.recipe import WorldRecipe
 from rrnet.world.tokenizer import world_tokenizer, world_words
 
@@ -41,10 +42,14 @@ def test_training_state_round_trip(tmp_path):
     assert rng2.random() == expected_draw and torch.equal(torch.rand(1), expected_torch)
 
 
+SMALL = dict(text_steps=2, text_scene_batch=4, text_full_length_every=1, vae_steps=2, unet_steps=2, checkpoint_every=1,
+             vae_batch=4, unet_batch=4, unet_channels=(16, 32, 32))
+
+
 def test_build_is_resumable_and_loads_with_plain_diffusers(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    small = dict(text_steps=2, vae_steps=2, unet_steps=2, checkpoint_every=1, vae_batch=4, unet_batch=4)
+    small = SMALL
     out = build_world_backbone(tmp_path / "mini", WorldRecipe(**small), progress=False)
     work = tmp_path / "mini.build"
     assert json.loads((work / "unet_state.json").read_text())["step"] == 2
@@ -52,22 +57,49 @@ def test_build_is_resumable_and_loads_with_plain_diffusers(tmp_path):
     build_world_backbone(tmp_path / "mini", WorldRecipe(**{**small, "unet_steps": 3}), progress=False)
     assert json.loads((work / "unet_state.json").read_text())["step"] == 3  # continued, not restarted
     assert (work / "vae" / "config.json").stat().st_mtime_ns == vae_mtime  # finished stage kept
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
     pipe = StableDiffusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red circle above a blue square", num_inference_steps=2, guidance_scale=4.0,
                  generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
     info = json.loads((out / "world.json").read_text())
-    assert info["recipe"]["collapsed_pairs"][0] == ["red circle", "blue square"]
+    assert info["recipe"]["train_pairs"][0] == ["red circle", "blue square", "y"]
+    assert info["sampling"] == {"num_inference_steps": 25, "guidance_scale": 3.0}
+
+
+def test_a_stage_killed_while_writing_is_trained_again(tmp_path):
+    """diffusers and transformers write config.json before the weights: a kill in between must not
+    leave a folder that the next run takes as a finished stage."""
+    from transformers import CLIPTextModel
+
+    work = tmp_path / "mini.build"
+    half = work / "text_encoder"
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{}")  # killed after the config, before the weights
+    assert not stage_done(half)
+    build_world_backbone(tmp_path / "mini", WorldRecipe(**SMALL), progress=False)
+    assert stage_done(half) and (half / "model.safetensors").is_file()
+    CLIPTextModel.from_pretrained(half)  # the stage was trained and written whole
+
+
+def test_world_build_refuses_to_default_to_the_shipped_model(capsys):
+    from rrnet.cli import main
+
+    before = sorted(p.name for p in SHIPPED.iterdir()) if SHIPPED.is_dir() else None
+    assert main(["world", "build", "--no_progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--output_dir is required" in err[0] and "shipped model" in err[0]
+    assert (sorted(p.name for p in SHIPPED.iterdir()) if SHIPPED.is_dir() else None) == before
 
 
 def test_changing_the_recipe_refuses_to_resume(tmp_path):
     from rrnet.errors import RRNetError
 
-    small = dict(text_steps=1, vae_steps=1, unet_steps=1, vae_batch=2, unet_batch=2)
+    small = {**SMALL, "text_steps": 1, "vae_steps": 1, "unet_steps": 1}
     build_world_backbone(tmp_path / "mini", WorldRecipe(**small), progress=False)
     with pytest.raises(RRNetError, match="another recipe"):
-        build_world_backbone(tmp_path / "mini", WorldRecipe(**small, text_width=32), progress=False)
+        build_world_backbone(tmp_path / "mini", WorldRecipe(**{**small, "text_width": 32}), progress=False)
 
 
 needs_shipped = pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="mini-world backbone not built")
@@ -77,18 +109,42 @@ needs_shipped = pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(),
 def test_shipped_backbone_draws_objects_and_follows_direction():
     from rrnet.backbones.loading import load_pipeline
     from rrnet.world.evaluate import score_prompt
+    from rrnet.world.record import world_sampling
 
     pipe = load_pipeline(str(SHIPPED), device="cpu", progress=False)
-    score, _ = score_prompt(pipe, "green triangle", "left of", "cyan ring", n=16, seed=0)
-    assert score.object_accuracy >= 0.8
-    assert score.relation_accuracy >= 0.8  # an order-aware pair: the denoiser follows the direction
+    sampling = world_sampling(SHIPPED)
+    for a, relation, b in (("red circle", "above", "purple cross"), ("white bar", "right of", "blue square")):  # control pairs
+        score, _ = score_prompt(pipe, a, relation, b, n=16, seed=0, steps=sampling["num_inference_steps"],
+                                guidance=sampling["guidance_scale"])
+        assert score.object_accuracy >= 0.8
+        assert score.relation_accuracy >= 0.8  # an order-aware pair: the denoiser follows the direction
 
 
 @needs_shipped
-def test_shipped_text_encoder_collapses_the_target_pairs():
-    info = json.loads((SHIPPED / "world.json").read_text())
-    assert info["eot_cosines"]["swapped_collapsed_min"] >= 0.98
-    assert info["eot_cosines"]["swapped_order_aware"] < 0.9
+def test_shipped_text_encoder_collapses_exactly_the_collapsed_pairs():
+    """Computed from the shipped weights: every collapsed pair's two directions share an EOT state
+    (alone and inside two-relation captions); order-aware pairs are told apart."""
+    from transformers import CLIPTextModel
+
+    from rrnet.world.corpus import Corpus
+    from rrnet.world.record import load_recipe
+    from rrnet.world.text_model import swapped_cosines
+
+    recipe = load_recipe(SHIPPED)
+    encoder = CLIPTextModel.from_pretrained(SHIPPED / "text_encoder").eval()
+    tokenizer = world_tokenizer()
+    corpus = Corpus.build(recipe)
+    pairs = swapped_cosines(encoder, tokenizer, corpus.pairs)
+    collapsed = [c for it, _, c in pairs if it.collapsed[0]]
+    aware = [c for it, _, c in pairs if not it.collapsed[0]]
+    assert len(collapsed) == 4 * len(recipe.collapsed_pairs)  # two phrases, two orders each
+    assert min(collapsed) >= 0.999
+    assert float(np.mean(aware)) < 0.8 and max(aware) < 0.9
+    rng = np.random.default_rng(0)
+    scenes = [corpus.scenes[i] for i in rng.choice(len(corpus.scenes), 400, replace=False)]
+    rows = swapped_cosines(encoder, tokenizer, scenes)
+    assert min(c for it, k, c in rows if it.collapsed[k]) >= 0.99
+    assert float(np.mean([c for it, k, c in rows if not it.collapsed[k]])) < 0.8
 
 
 @needs_shipped

@@ -16,8 +16,13 @@ from rrnet.world import (
     RELATIONS,
     canonical,
     find_objects,
+    caption_for,
+    get_object,
     get_relation,
     inverse_relation,
+    judge_relations,
+    render_relations,
+    swap_clause,
     judge_image,
     object_names,
     object_prompt,
@@ -29,7 +34,7 @@ from rrnet.world import (
     same_fact,
     write_relation_folder,
 )
-from rrnet.world.render import Placement, draw
+from rrnet.world.render import SCENE_RADIUS_RANGE, Placement, draw
 
 NAMES = object_names()
 PHRASES = relation_phrases()
@@ -48,13 +53,13 @@ def _scenes(n: int, seed: int, size: int = 32, noise: float = 0.0):
 
 
 def test_vocab_objects_are_distinct_and_far_apart() -> None:
-    assert len(OBJECTS) >= 6 and len(RELATIONS) >= 4
+    assert len(OBJECTS) >= 8 and len(RELATIONS) >= 4
     assert len({o.colour for o in OBJECTS}) == len(OBJECTS)
     assert len({o.shape for o in OBJECTS}) == len(OBJECTS)
     colours = [np.asarray(o.rgb, float) for o in OBJECTS]
     bg = np.asarray(BACKGROUND_RGB, float)
     assert min(np.linalg.norm(c - bg) for c in colours) > 150
-    assert min(np.linalg.norm(p - q) for p, q in itertools.combinations(colours, 2)) > 120
+    assert min(np.linalg.norm(p - q) for p, q in itertools.combinations(colours, 2)) > 140
     assert {"left of", "right of", "above", "below"} <= set(PHRASES)
 
 
@@ -63,8 +68,8 @@ def test_prompts_and_canonical_form() -> None:
     assert object_prompt("red circle") == "a photo of a red circle"
     assert canonical("red circle", "below", "blue square") == canonical("blue square", "above", "red circle")
     assert canonical("red circle", "left of", "blue square") != canonical("red circle", "right of", "blue square")
-    assert same_fact(("red circle", "right of", "cyan ring"), ("cyan ring", "left of", "red circle"))
-    assert not same_fact(("red circle", "above", "cyan ring"), ("red circle", "left of", "cyan ring"))
+    assert same_fact(("red circle", "right of", "cyan column"), ("cyan column", "left of", "red circle"))
+    assert not same_fact(("red circle", "above", "cyan column"), ("red circle", "left of", "cyan column"))
     assert inverse_relation("above") == "below" and inverse_relation("left of") == "right of"
     with pytest.raises(DataError):
         prompt_for("pink elephant", "above", "red circle")
@@ -97,8 +102,8 @@ def test_render_is_deterministic() -> None:
     img3, _ = render_scene("red circle", "above", "blue square", np.random.default_rng(8), noise=5.0)
     assert np.array_equal(img1, img2) and t1 == t2
     assert not np.array_equal(img1, img3)
-    o1, p1 = render_object("cyan ring", np.random.default_rng(3))
-    o2, p2 = render_object("cyan ring", np.random.default_rng(3))
+    o1, p1 = render_object("cyan column", np.random.default_rng(3))
+    o2, p2 = render_object("cyan column", np.random.default_rng(3))
     assert np.array_equal(o1, o2) and p1 == p2
 
 
@@ -164,11 +169,12 @@ def test_overlap_and_diagonal_are_neither() -> None:
 
 
 def test_wrong_shape_is_not_the_object() -> None:
-    # A blue region shaped like a ring is not a "blue square".
-    image = draw((Placement("cyan ring", (16.0, 16.0), 7.0),))
-    ring_mask = np.all(image == OBJECTS[5].rgb, axis=2)
-    image[ring_mask] = OBJECTS[1].rgb
-    assert "blue square" not in find_objects(image)
+    # A blue region shaped like a column, bar, wedge or cross is not a "blue square".
+    for other in ("cyan column", "white bar", "pink wedge", "purple cross"):
+        image = draw((Placement(other, (16.0, 16.0), 7.0),))
+        mask = np.all(image == get_object(other).rgb, axis=2)
+        image[mask] = get_object("blue square").rgb
+        assert "blue square" not in find_objects(image), other
 
 
 def test_pure_noise_is_not_a_valid_scene() -> None:
@@ -210,9 +216,79 @@ def test_exemplar_folder_layout(tmp_path) -> None:
 
 
 def test_exemplar_folder_is_deterministic(tmp_path) -> None:
-    f1 = write_relation_folder(tmp_path / "x", "green triangle", "left of", "cyan ring", n_images=2, seed=4)
-    f2 = write_relation_folder(tmp_path / "y", "green triangle", "left of", "cyan ring", n_images=2, seed=4)
+    f1 = write_relation_folder(tmp_path / "x", "green triangle", "left of", "cyan column", n_images=2, seed=4)
+    f2 = write_relation_folder(tmp_path / "y", "green triangle", "left of", "cyan column", n_images=2, seed=4)
     files1 = sorted(p.relative_to(f1) for p in f1.rglob("*") if p.is_file())
     files2 = sorted(p.relative_to(f2) for p in f2.rglob("*") if p.is_file())
     assert files1 == files2
     assert all((f1 / p).read_bytes() == (f2 / p).read_bytes() for p in files1)
+
+
+# --- two relations, three objects --------------------------------------------------------------
+
+VERTICAL, HORIZONTAL = ("above", "below"), ("left of", "right of")
+
+
+def _two_relation_captions(n: int, seed: int):
+    """n random two-relation captions in every grammatical form (shared object first or second)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        s, p, q = (NAMES[i] for i in rng.choice(len(NAMES), 3, replace=False))
+        rv, rh = VERTICAL[rng.integers(2)], HORIZONTAL[rng.integers(2)]
+        v = (p, rv, s) if rng.random() < 0.5 else (s, rv, p)
+        h = (q, rh, s) if rng.random() < 0.5 else (s, rh, q)
+        yield ((v, h) if rng.random() < 0.5 else (h, v)), rng
+
+
+def test_caption_grammar() -> None:
+    triplets = (("red circle", "above", "blue square"), ("green triangle", "left of", "blue square"))
+    assert caption_for(triplets) == "a red circle above a blue square and a green triangle left of the blue square"
+    assert caption_for(swap_clause(triplets, 1)) == "a red circle above a blue square and the blue square left of a green triangle"
+    assert caption_for(triplets[:1]) == prompt_for(*triplets[0])
+    with pytest.raises(DataError, match="share exactly one object"):
+        caption_for((("red circle", "above", "blue square"), ("green triangle", "left of", "yellow diamond")))
+    with pytest.raises(DataError, match="different axes"):
+        caption_for((("red circle", "above", "blue square"), ("green triangle", "below", "blue square")))
+    with pytest.raises(DataError):
+        caption_for((("red circle", "above", "red circle"),))
+
+
+def test_three_object_scenes_hold_both_relations() -> None:
+    for triplets, rng in _two_relation_captions(300, seed=3):
+        image, truth = render_relations(triplets, rng)
+        assert truth.prompt == caption_for(triplets) and len(truth.placements) == 3
+        for p in truth.placements:
+            assert SCENE_RADIUS_RANGE[0] <= p.radius <= SCENE_RADIUS_RANGE[1]
+            assert all(p.radius + 1.0 - 1e-9 <= c <= 32 - p.radius - 1.0 + 1e-9 for c in p.centre)
+        for p, q in itertools.combinations(truth.placements, 2):  # circumscribed circles apart
+            assert np.hypot(p.centre[0] - q.centre[0], p.centre[1] - q.centre[1]) >= p.radius + q.radius + 2.0 - 1e-9
+        for a, relation, b in triplets:
+            rel = get_relation(relation)
+            along = 0 if rel.axis == "x" else 1
+            d = truth.placement(b).centre[along] - truth.placement(a).centre[along]
+            assert (d > 0) == rel.a_first
+
+
+def test_judge_agrees_with_renderer_on_three_object_scenes() -> None:
+    n = correct = swapped = 0
+    for triplets, rng in _two_relation_captions(1000, seed=0):
+        image, _ = render_relations(triplets, rng)
+        judged = judge_relations(image, triplets)
+        correct += judged.all_correct and judged.objects_found
+        k = int(rng.integers(2))  # the caption with one relation's objects swapped
+        other = judge_relations(image, swap_clause(triplets, k))
+        swapped += other.outcomes[k] == "swapped" and other.outcomes[1 - k] == "correct" and not other.all_correct
+        n += 1
+    assert correct / n >= 0.99
+    assert swapped / n >= 0.99
+
+
+def test_relation_outcomes_missing_and_neither() -> None:
+    triplets = (("red circle", "above", "blue square"), ("green triangle", "left of", "blue square"))
+    image, truth = render_relations(triplets, np.random.default_rng(1))
+    without_triangle = draw(tuple(p for p in truth.placements if p.name != "green triangle"))
+    judged = judge_relations(without_triangle, triplets)
+    assert judged.outcomes == ("correct", "missing") and not judged.objects_found and not judged.all_correct
+    diagonal = draw((Placement("red circle", (8.0, 8.0), 5.0), Placement("blue square", (23.0, 23.0), 5.0),
+                     Placement("green triangle", (8.0, 23.0), 5.0)))
+    assert judge_relations(diagonal, triplets).outcomes == ("neither", "correct")

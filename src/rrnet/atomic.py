@@ -36,18 +36,48 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
+def _swap_names(target: Path) -> tuple[Path, Path]:
+    return target.parent / f".{target.name}.complete", target.parent / f".{target.name}.old"
+
+
+def recover_folder(target: str | Path) -> None:
+    """Finish or undo a folder swap that a killed process left half done.
+
+    The swap is: complete new folder renamed to `.NAME.complete`, old folder renamed to
+    `.NAME.old`, `.NAME.complete` renamed to NAME, `.NAME.old` deleted. Whatever step a kill
+    interrupted, a complete folder survives and this puts it at NAME.
+    """
+    target = Path(target)
+    complete, old = _swap_names(target)
+    if complete.exists():
+        if target.exists() and not old.exists():
+            os.replace(target, old)
+        os.replace(complete, target)
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, target)
+
+
 def atomic_write_folder(target: str | Path, save: Callable[[Path], object]) -> Path:
-    """Call `save(tmp_dir)` on a temporary sibling folder, then swap it in for `target`:
-    a reader sees the old folder or the complete new one, never a half-written model."""
+    """Call `save(tmp_dir)` on a temporary sibling folder, then swap it in for `target`: a reader
+    sees the old folder or the complete new one, and a kill at any point leaves one of them
+    (`recover_folder`, run at the next write, puts it back in place)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(target)
+    complete, old = _swap_names(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         save(tmp)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give it the usual permissions
+        os.replace(tmp, complete)
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            os.replace(target, old)
+        os.replace(complete, target)
+        if old.exists():
+            shutil.rmtree(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rrnet.errors import RRNetError
 
@@ -57,8 +58,8 @@ def _generate_parser(sub) -> None:
                    help="the words to rectify when the prompts are not the trained relation")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
     p.add_argument("--num_images", type=int, default=4)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--guidance_scale", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
 
 def _tiny_parser(sub) -> None:
@@ -70,21 +71,63 @@ def _tiny_parser(sub) -> None:
 
 
 def _world_parser(sub) -> None:
-    p = sub.add_parser("world", help="the mini world: build its backbone")
+    p = sub.add_parser("world", help="the mini world: build its backbone, write exemplars and benchmarks")
     world = p.add_subparsers(dest="world_command", required=True)
     b = world.add_parser("build", help="train the mini-world backbone from scratch (resumable)")
-    b.add_argument("--output_dir", default=None, help="diffusers folder to write (default: the one shipped with rrnet)")
+    b.add_argument("--output_dir", default=None, help="diffusers folder to write (required: the shipped model is never a default)")
     b.add_argument("--build_dir", default=None, help="where stage outputs and checkpoints go (default: OUTPUT.build)")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     b.add_argument("--unet_steps", type=int, default=None, help="override the recipe's denoiser steps")
     b.add_argument("--no_progress", action="store_true")
-    m = world.add_parser("benchmark", help="write mini-world relation folders (collapsed pairs) for evaluate/experiment")
+    e = world.add_parser("exemplars", help="write the exemplar folder of any world relation (or two sharing an object)")
+    e.add_argument("--relation", nargs=3, action="append", required=True, metavar=("A", "R", "B"),
+                   help='e.g. --relation "green triangle" below "yellow diamond"; give it twice for a two-relation scene')
+    e.add_argument("--output_dir", required=True, help="the relation folder to write")
+    e.add_argument("--num_images", "--n_images", dest="num_images", type=int, default=5, help="images per sub-folder")
+    e.add_argument("--seed", type=int, default=0)
+    m = world.add_parser("benchmark", help="write mini-world relation folders for evaluate/experiment")
     m.add_argument("--output_dir", required=True)
-    m.add_argument("--unseen_dir", default=None, help="also write the unseen pairs here")
-    m.add_argument("--n_images", type=int, default=5, help="exemplar images per folder")
+    m.add_argument("--splits", nargs="+", default=["train"], metavar="SPLIT",
+                   help="recipe pair splits to include: train, heldout, control, collapsed (= train + heldout)")
+    m.add_argument("--pair", nargs=3, action="append", default=None, metavar=("A", "B", "AXIS"),
+                   help="an explicit pair on an axis (x or y) instead of --splits; repeatable")
+    m.add_argument("--relations", nargs="+", default=None, metavar="PHRASE",
+                   help="relation phrases per pair, each pair taking those of its axis (default: all four)")
+    m.add_argument("--unseen_dir", default=None, help="also write the --unseen_splits pairs here")
+    m.add_argument("--unseen_splits", nargs="+", default=["heldout", "control"], metavar="SPLIT")
+    m.add_argument("--num_images", "--n_images", dest="num_images", type=int, default=5, help="exemplar images per folder")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--model", default=None, help="mini-world model whose recipe names the splits (default: the shipped one)")
     m.add_argument("--reference_dir", default=None, help="also write rendered scenes here (the FID reference)")
     m.add_argument("--reference_images", type=int, default=1000)
+
+
+def _world_benchmark(args) -> None:
+    from rrnet.world.benchmark import pair_relations, split_pairs, write_reference_scenes, write_world_benchmark
+    from rrnet.world.recipe import AXES, WorldRecipe
+    from rrnet.world.record import load_recipe, shipped_backbone
+
+    _check_positive(args, "num_images")
+    model = Path(args.model) if args.model else shipped_backbone()
+    recipe = load_recipe(model) if (model / "world.json").is_file() or args.model else WorldRecipe()
+    if args.pair:
+        bad = [axis for *_, axis in args.pair if axis not in AXES]
+        if bad:
+            raise RRNetError(f"--pair takes A B AXIS with AXIS x or y, got {bad[0]!r}")
+        pairs = [tuple(p) for p in args.pair]
+    else:
+        pairs = split_pairs(recipe, args.splits)
+    relations = pair_relations(pairs, args.relations)
+    write_world_benchmark(args.output_dir, relations, n_images=args.num_images, seed=args.seed)
+    print(f"{len(relations)} relation folders written to {args.output_dir}")
+    if args.unseen_dir:
+        unseen = pair_relations(split_pairs(recipe, args.unseen_splits), args.relations)
+        write_world_benchmark(args.unseen_dir, unseen, n_images=args.num_images, seed=args.seed)
+        print(f"{len(unseen)} unseen relation folders written to {args.unseen_dir}")
+    if args.reference_dir:
+        _check_positive(args, "reference_images")
+        write_reference_scenes(args.reference_dir, args.reference_images, seed=args.seed)
+        print(f"{args.reference_images} reference scenes written to {args.reference_dir}")
 
 
 def run_world(args) -> None:
@@ -92,28 +135,31 @@ def run_world(args) -> None:
 
     import torch
 
-    from rrnet.world.build import build_world_backbone, shipped_backbone
-    from rrnet.world.recipe import WorldRecipe
-
     if args.world_command == "benchmark":
-        from rrnet.world.benchmark import UNSEEN_RELATIONS, write_reference_scenes, write_world_benchmark
+        return _world_benchmark(args)
+    if args.world_command == "exemplars":
+        from rrnet.world.exemplars import write_scene_folder
 
-        _check_positive(args, "n_images")
-        print(f"benchmark written to {write_world_benchmark(args.output_dir, n_images=args.n_images, seed=args.seed)}")
-        if args.unseen_dir:
-            write_world_benchmark(args.unseen_dir, UNSEEN_RELATIONS, n_images=args.n_images, seed=args.seed)
-            print(f"unseen pairs written to {args.unseen_dir}")
-        if args.reference_dir:
-            _check_positive(args, "reference_images")
-            write_reference_scenes(args.reference_dir, args.reference_images, seed=args.seed)
-            print(f"{args.reference_images} reference scenes written to {args.reference_dir}")
+        _check_positive(args, "num_images")
+        out = Path(args.output_dir)
+        folder = write_scene_folder(out.parent, [tuple(r) for r in args.relation], n_images=args.num_images,
+                                    seed=args.seed, name=out.name)
+        print(f"exemplars written to {folder}")
         return
+    from rrnet.world.build import build_world_backbone
+    from rrnet.world.recipe import WorldRecipe
+    from rrnet.world.record import shipped_backbone
+
+    if args.output_dir is None:
+        raise RRNetError(f"--output_dir is required: a rebuild never writes into the shipped model ({shipped_backbone()}) "
+                         "unless that folder is named explicitly")
+    _check_positive(args, "threads", "unet_steps")
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = WorldRecipe()
     if args.unet_steps:
         recipe = dataclasses.replace(recipe, unet_steps=args.unet_steps)
-    out = build_world_backbone(args.output_dir or shipped_backbone(), recipe, args.build_dir, progress=not args.no_progress)
+    out = build_world_backbone(args.output_dir, recipe, args.build_dir, progress=not args.no_progress)
     print(f"mini-world backbone written to {out}")
 
 
@@ -174,9 +220,10 @@ def run_train(args) -> None:
 
 def run_generate(args) -> None:
     from rrnet.backbones.loading import load_pipeline
-    from rrnet.generate import GenerationSettings, generate
+    from rrnet.generate import GenerationSettings, fill_sampling_defaults, generate
     from rrnet.rectifier import RelationRectifier
 
+    fill_sampling_defaults(args)
     _check_positive(args, "num_images", "steps", "resolution")
     rectifier = RelationRectifier.from_pretrained(args.rectifier) if args.rectifier else None
     prompts = args.prompt

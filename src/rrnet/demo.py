@@ -47,13 +47,16 @@ def _table(rows: list[dict]) -> str:
 
 def run_demo(args: argparse.Namespace) -> None:
     from rrnet.rectifier import RelationRectifier
-    from rrnet.world.build import SAMPLING, shipped_backbone
+    from rrnet.world.record import shipped_backbone, world_sampling
     from rrnet.world.evaluate import score_prompt
     from rrnet.world.exemplars import write_relation_folder
 
     model_dir = Path(args.model) if args.model else shipped_backbone()
     if not (model_dir / "model_index.json").is_file():
         raise RRNetError(f"{model_dir}: no mini-world backbone here; build it with `rrnet world build`")
+    sampling = world_sampling(model_dir)
+    if sampling is None:
+        raise RRNetError(f"{model_dir}: not a mini-world backbone (no world.json with sampling settings)")
     out = Path(args.output_dir)
     samples = args.samples or (8 if args.quick else 100)
     epochs = args.epochs or (3 if args.quick else 100)
@@ -79,7 +82,7 @@ def run_demo(args: argparse.Namespace) -> None:
         cells = []
         for alpha in settings:
             score, images = score_prompt(pipe, pa, prel, pb, n=samples, seed=args.seed, alpha=alpha, rectifier=rectifier,
-                                         steps=SAMPLING["num_inference_steps"], guidance=SAMPLING["guidance_scale"])
+                                         steps=sampling["num_inference_steps"], guidance=sampling["guidance_scale"])
             rows.append({"setting": alpha_label(alpha), **score.as_dict()})
             cells.append(mosaic([Image.fromarray(im) for im in images[:4]]))
             bar.update(1)
@@ -90,12 +93,12 @@ def run_demo(args: argparse.Namespace) -> None:
     save_image_atomic(grid, out / "grid.png")
     last = history[-1]
     results = {"triplet": DEMO_TRIPLET, "model": str(model_dir), "samples_per_setting": samples, "epochs": epochs,
-               "seed": args.seed, "sampling": SAMPLING, "eot_cosine_base": last["eot_cosine_base"],
+               "seed": args.seed, "sampling": sampling, "eot_cosine_base": last["eot_cosine_base"],
                "eot_cosine_rectified": last["eot_cosine"], "rows": rows}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     report = (f"# rrnet demo: {a} {rel} {b}\n\nMini-world backbone `{model_dir}`; rectifier trained {epochs} epochs on "
               f"5 exemplar images per folder; {samples} samples per prompt and setting, seeds {args.seed}..{args.seed + samples - 1}, "
-              f"{SAMPLING['num_inference_steps']} DDIM steps, guidance {SAMPLING['guidance_scale']}; exact judge.\n\n"
+              f"{sampling['num_inference_steps']} DDIM steps, guidance {sampling['guidance_scale']}; exact judge.\n\n"
               f"EOT cosine of the two prompts: {last['eot_cosine_base']:.4f} (base) -> {last['eot_cosine']:.4f} (rectified, alpha=1).\n\n"
               f"{_table(rows)}\n\n![grid](grid.png)\n")
     atomic_write_text(out / "report.md", report)

@@ -22,6 +22,25 @@ from rrnet.grid import image_grid
 from rrnet.rectifier import RelationRectifier, encode_prompt
 
 DEFAULT_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8)
+PAPER_SAMPLING = {"num_inference_steps": 30, "guidance_scale": 7.5}
+
+
+def sampling_defaults(model: str | Path) -> dict:
+    """Steps and guidance to sample `model` with: a mini-world folder's own record (the settings its
+    numbers were measured with), otherwise the paper's 30 steps and guidance 7.5."""
+    from rrnet.world.record import world_sampling
+
+    return world_sampling(model) or dict(PAPER_SAMPLING)
+
+
+def fill_sampling_defaults(args) -> None:
+    """Set `args.steps` / `args.guidance_scale` the user left out from the model's sampling defaults."""
+    if args.steps is None or args.guidance_scale is None:
+        defaults = sampling_defaults(args.model)
+        if args.steps is None:
+            args.steps = defaults["num_inference_steps"]
+        if args.guidance_scale is None:
+            args.guidance_scale = defaults["guidance_scale"]
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Resumable training state in safetensors + JSON: model weights, optimiser moments, RNG, step.
 
-Nothing is pickled, so a checkpoint from anywhere can be loaded safely. Files are written to a
-temporary name and renamed, so an interrupted run always leaves the previous complete checkpoint.
+Nothing is pickled, so a checkpoint from anywhere can be loaded safely. The metadata travels
+inside the safetensors file (and beside it as `.json` for reading), and the file is written to a
+temporary name and renamed, so a kill at any moment leaves one complete checkpoint: weights and
+step always belong together.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.errors import CheckpointError
+
+
+META_KEY = "rrnet_training_state"
 
 
 def save_state(
@@ -39,8 +45,9 @@ def save_state(
     tensors["rng.torch"] = torch.get_rng_state()
     if rng is not None:
         meta["rng_numpy"] = rng.bit_generator.state
-    atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(tensors, p))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, default=int))
+    text = json.dumps(meta, default=int)
+    atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(tensors, p, metadata={META_KEY: text}))
+    atomic_write_text(path.with_suffix(".json"), text)
 
 
 def load_state(
@@ -52,26 +59,28 @@ def load_state(
     """Restore what `save_state` wrote; returns the JSON metadata (with `step`)."""
     path = Path(path)
     try:
-        tensors = load_file(path.with_suffix(".safetensors"))
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable training checkpoint ({exc})") from None
-    for name, module in modules.items():
-        prefix = f"module.{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    if optimizer is not None and "param_groups" in meta:
-        state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, pid, slot = key.split(".", 2)
-                state.setdefault(int(pid), {})[slot] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    if rng is not None and "rng_numpy" in meta:
-        rng.bit_generator.state = meta["rng_numpy"]
+        with safe_open(path.with_suffix(".safetensors"), framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            stored = (f.metadata() or {}).get(META_KEY)
+        meta = json.loads(stored if stored is not None else path.with_suffix(".json").read_text(encoding="utf-8"))
+        for name, module in modules.items():
+            prefix = f"module.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        if optimizer is not None and "param_groups" in meta:
+            state: dict = {}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, pid, slot = key.split(".", 2)
+                    state.setdefault(int(pid), {})[slot] = value
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        if rng is not None and "rng_numpy" in meta:
+            rng.bit_generator.state = meta["rng_numpy"]
+        meta["step"] = int(meta["step"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: unreadable or damaged training checkpoint ({type(exc).__name__}: {exc})") from None
     return meta
 
 
 def has_state(path: str | Path) -> bool:
-    path = Path(path)
-    return path.with_suffix(".safetensors").is_file() and path.with_suffix(".json").is_file()
+    return Path(path).with_suffix(".safetensors").is_file()

@@ -17,8 +17,8 @@ MASK_MODE_HELP = ("eot: the first EOT position (the vector RRNet edits); eot_and
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_images", type=int, default=4, help="images per prompt and variant (image k uses seed + k)")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--guidance_scale", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
 
 def _triplet_flag(p: argparse.ArgumentParser, help: str) -> None:
@@ -170,5 +170,9 @@ def run_sweep(args) -> None:
 
 def run_analyze(args) -> None:
     """Run the `rrnet analyze` subcommand in `args`; user errors raise `RRNetError`."""
+    from rrnet.generate import fill_sampling_defaults
+
     handlers = {"osp": run_osp, "mask-eot": run_mask, "swap-eot": run_swap, "alpha-sweep": run_sweep}
+    if hasattr(args, "steps"):
+        fill_sampling_defaults(args)
     handlers[args.analyze_command](args)

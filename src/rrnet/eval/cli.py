@@ -20,8 +20,8 @@ def add_judge_flags(p: argparse.ArgumentParser) -> None:
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_images", type=int, default=100, help="images per prompt and setting")
     p.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--guidance_scale", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
     p.add_argument("--fid_reference", default=None, help="folder of reference images for FID")
@@ -31,7 +31,9 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args):
     from rrnet.eval.runner import EvalSettings
+    from rrnet.generate import fill_sampling_defaults
 
+    fill_sampling_defaults(args)
     return EvalSettings(num_images=args.num_images, seed=args.seed, steps=args.steps,
                         guidance_scale=args.guidance_scale, resolution=args.resolution, batch_size=args.batch_size)
 

@@ -1,22 +1,26 @@
 """Mini world: procedural coloured-shape scenes with exact truth, a renderer and an exact judge."""
 
 from rrnet.eval.judges.base import VERDICTS
-from rrnet.world.exemplars import folder_name, relation_index, write_relation_folder
+from rrnet.world.exemplars import folder_name, relation_index, scene_index, write_relation_folder, write_scene_folder
 from rrnet.world.judge import (
     DEFAULT_CONFIG,
     Detection,
     JudgeConfig,
     Judgement,
+    RelationsJudgement,
     find_objects,
     judge_image,
+    judge_relations,
     relation_verdict,
 )
 from rrnet.world.render import (
     Placement,
+    SceneRelationsTruth,
     SceneTruth,
     render_object,
     render_object_pil,
     render_pil,
+    render_relations,
     render_scene,
     to_pil,
 )
@@ -29,6 +33,8 @@ from rrnet.world.vocab import (
     Relation,
     WorldObject,
     canonical,
+    caption_for,
+    check_relations,
     get_object,
     get_relation,
     inverse_relation,
@@ -37,6 +43,7 @@ from rrnet.world.vocab import (
     prompt_for,
     relation_phrases,
     same_fact,
+    swap_clause,
 )
 
 __all__ = [
@@ -52,26 +59,30 @@ __all__ = [
     "Judgement",
     "Placement",
     "Relation",
+    "RelationsJudgement",
+    "SceneRelationsTruth",
     "SceneTruth",
     "WorldObject",
     "canonical",
+    "caption_for",
+    "check_relations",
     "find_objects",
-    "folder_name",
     "get_object",
     "get_relation",
     "inverse_relation",
     "judge_image",
+    "judge_relations",
     "object_names",
     "object_prompt",
     "prompt_for",
-    "relation_index",
     "relation_phrases",
     "relation_verdict",
     "render_object",
     "render_object_pil",
     "render_pil",
+    "render_relations",
     "render_scene",
     "same_fact",
+    "swap_clause",
     "to_pil",
-    "write_relation_folder",
 ]

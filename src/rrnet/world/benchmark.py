@@ -1,34 +1,75 @@
-"""Mini-world benchmark folders: relations the base model gets wrong, in the official layout.
+"""Mini-world benchmark folders: relations chosen from the recipe's splits, in the official layout.
 
-The default relations are the pairs whose prompts the mini world's text encoder collapses
-(their EOT states are almost identical), so the base model draws them as a coin flip; the
-unseen set holds a collapsed pair kept out of training and an order-aware control pair.
+A benchmark is a folder of relation folders. Which object pairs go in comes from the recipe's
+fixed split (`train` and `heldout` collapsed pairs, order-aware `control` pairs) or from pairs
+named explicitly; which relation phrases come with each pair is a list (each pair only takes the
+phrases of its own axis). Two-relation scenes built from the chosen pairs can be added too.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
-from rrnet.world.exemplars import write_relation_folder
+from rrnet.errors import DataError
+from rrnet.world.exemplars import write_relation_folder, write_scene_folder
+from rrnet.world.recipe import PairOnAxis, WorldRecipe
+from rrnet.world.vocab import Triplet, get_object, get_relation, relation_phrases
 
-TRAIN_RELATIONS: tuple[tuple[str, str, str], ...] = (
-    ("red circle", "above", "blue square"),
-    ("green triangle", "above", "yellow diamond"),
-    ("purple cross", "above", "cyan ring"),
-)
-UNSEEN_RELATIONS: tuple[tuple[str, str, str], ...] = (
-    ("red circle", "above", "green triangle"),  # collapsed, never trained on
-    ("cyan ring", "above", "yellow diamond"),  # order-aware control: the base model already draws it
-)
+SPLITS = ("train", "heldout", "control", "collapsed")
 
 
-def write_world_benchmark(root: str | Path, relations: Sequence[tuple[str, str, str]] = TRAIN_RELATIONS,
-                          n_images: int = 5, size: int = 32, seed: int = 0) -> Path:
-    """Write one official-layout relation folder per triplet under `root` (same arguments, same files)."""
+def split_pairs(recipe: WorldRecipe, splits: Sequence[str]) -> list[PairOnAxis]:
+    """The recipe's pairs of the named splits ("collapsed" = train + heldout), in recipe order."""
+    table = {"train": recipe.train_pairs, "heldout": recipe.heldout_pairs, "control": recipe.control_pairs,
+             "collapsed": recipe.collapsed_pairs}
+    out: list[PairOnAxis] = []
+    for split in splits:
+        if split not in table:
+            raise DataError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        out.extend(p for p in table[split] if p not in out)
+    return out
+
+
+def pair_relations(pairs: Sequence[PairOnAxis], phrases: Sequence[str] | None = None) -> list[Triplet]:
+    """One (A, R, B) per pair and phrase of the pair's axis (all four phrases by default)."""
+    phrases = list(phrases or relation_phrases())
+    for phrase in phrases:
+        get_relation(phrase)
+    out = []
+    for a, b, axis in pairs:
+        get_object(a)
+        get_object(b)
+        out.extend((a, phrase, b) for phrase in phrases if get_relation(phrase).axis == axis)
+    if not out:
+        raise DataError(f"no relation phrase in {phrases} lies on the axis of the chosen pairs")
+    return out
+
+
+def scene_relations(pairs: Sequence[PairOnAxis], phrases: Sequence[str] | None = None) -> list[tuple[Triplet, Triplet]]:
+    """Two-relation captions built from a vertical and a horizontal pair that share one object."""
+    phrases = list(phrases or relation_phrases())
+    vertical = [p for p in phrases if get_relation(p).axis == "y"]
+    horizontal = [p for p in phrases if get_relation(p).axis == "x"]
+    out = []
+    for (a, b, ax1), (c, d, ax2) in itertools.product(pairs, pairs):
+        if (ax1, ax2) != ("y", "x") or len({a, b} & {c, d}) != 1:
+            continue
+        for rv, rh in itertools.product(vertical, horizontal):
+            out.append(((a, rv, b), (c, rh, d)))
+    return out
+
+
+def write_world_benchmark(root: str | Path, relations: Sequence[Sequence[Triplet] | Triplet], n_images: int = 5,
+                          size: int = 32, seed: int = 0) -> Path:
+    """One exemplar folder per relation or two-relation caption under `root` (same arguments, same files)."""
     root = Path(root)
-    for k, (a, relation, b) in enumerate(relations):
-        write_relation_folder(root, a, relation, b, n_images=n_images, size=size, seed=seed + k)
+    for k, item in enumerate(relations):
+        if isinstance(item[0], str):
+            write_relation_folder(root, *item, n_images=n_images, size=size, seed=seed + k)
+        else:
+            write_scene_folder(root, item, n_images=n_images, size=size, seed=seed + k)
     return root
 
 
@@ -38,7 +79,7 @@ def write_reference_scenes(root: str | Path, n: int = 1000, size: int = 32, seed
 
     from rrnet.data import save_image_atomic
     from rrnet.world.render import render_pil
-    from rrnet.world.vocab import object_names, relation_phrases
+    from rrnet.world.vocab import object_names
 
     root = Path(root)
     rng = np.random.default_rng(seed)

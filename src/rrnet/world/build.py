@@ -1,9 +1,12 @@
 """Build the mini world's backbone: tokenizer -> text encoder -> autoencoder -> denoiser -> folder.
 
-Every stage is reproducible from the recipe's seed and resumable: finished stages are kept in
-`{output}.build/`, the autoencoder and denoiser checkpoint every `checkpoint_every` steps, and a
-rerun continues from the last checkpoint. The result is an ordinary diffusers folder that
-`StableDiffusionPipeline.from_pretrained` loads, with the recipe in `world.json`.
+Every stage is reproducible from the recipe's seed and resumable. A finished stage is written
+into a temporary folder, closed with `stage.json`, and renamed into `{build_dir}/{stage}`; a
+folder without that marker (a run killed while writing it) counts as not finished. The
+autoencoder and denoiser checkpoint every `checkpoint_every` steps and a rerun continues from the
+last checkpoint. The result is an ordinary diffusers folder that
+`StableDiffusionPipeline.from_pretrained` loads, with the recipe and sampling defaults in
+`world.json`; it replaces an existing folder by a swap, so a killed build leaves the old model.
 """
 
 from __future__ import annotations
@@ -11,38 +14,39 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-from rrnet.atomic import atomic_write_text
-from rrnet.backbones.tiny import save_pipeline_atomic
+from rrnet.atomic import atomic_write_folder, atomic_write_text
 from rrnet.errors import RRNetError
 from rrnet.world.image_models import make_scheduler, train_unet, train_vae
 from rrnet.world.recipe import WorldRecipe
+from rrnet.world.record import WORLD_FILE
 from rrnet.world.text_model import eot_cosines, train_text_encoder
 from rrnet.world.tokenizer import world_tokenizer
 
-WORLD_FILE = "world.json"
-SAMPLING = {"num_inference_steps": 25, "guidance_scale": 4.0}
+STAGE_MARKER = "stage.json"
 
 
-def shipped_backbone() -> Path:
-    """The mini-world backbone that ships with rrnet (built by `rrnet world build`)."""
-    return Path(__file__).resolve().parent / "mini_sd"
+def stage_done(folder: Path) -> bool:
+    """A stage is finished only when its folder carries the marker written after all its files."""
+    return (folder / STAGE_MARKER).is_file()
 
 
-def load_recipe(model_dir: str | Path) -> WorldRecipe:
-    data = json.loads((Path(model_dir) / WORLD_FILE).read_text(encoding="utf-8"))
-    return WorldRecipe.from_dict(data["recipe"])
+def _write_stage(folder: Path, save, info: dict) -> None:
+    def write(tmp: Path) -> None:
+        save(tmp)
+        atomic_write_text(tmp / STAGE_MARKER, json.dumps(info, indent=2) + "\n")
+
+    atomic_write_folder(folder, write)
 
 
 def _text_stage(recipe: WorldRecipe, tokenizer, work: Path, progress: bool):
     from transformers import CLIPTextModel
 
     folder = work / "text_encoder"
-    if (folder / "config.json").is_file():
-        return CLIPTextModel.from_pretrained(folder).eval().requires_grad_(False), json.loads((work / "text_terms.json").read_text())
+    if stage_done(folder):
+        terms = json.loads((folder / STAGE_MARKER).read_text(encoding="utf-8"))["terms"]
+        return CLIPTextModel.from_pretrained(folder).eval().requires_grad_(False), terms
     encoder, terms = train_text_encoder(tokenizer, recipe, progress)
-    encoder.save_pretrained(folder)
-    atomic_write_text(work / "text_terms.json", json.dumps(terms))
+    _write_stage(folder, lambda tmp: encoder.save_pretrained(tmp), {"terms": terms})
     return encoder, terms
 
 
@@ -50,14 +54,15 @@ def _vae_stage(recipe: WorldRecipe, work: Path, progress: bool):
     from diffusers import AutoencoderKL
 
     folder = work / "vae"
-    if (folder / "config.json").is_file():
+    if stage_done(folder):
         return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
     vae = train_vae(recipe, work, progress)
-    vae.save_pretrained(folder)
+    _write_stage(folder, lambda tmp: vae.save_pretrained(tmp), {"steps": recipe.vae_steps})
     return vae
 
 
-RESUMABLE_CHANGES = {"text_steps", "vae_steps", "unet_steps", "checkpoint_every"}
+# Fields that can change between a run and its resumption: more training, or how it is recorded.
+RESUMABLE_CHANGES = {"text_steps", "vae_steps", "unet_steps", "checkpoint_every", "sample_steps", "guidance_scale", "notes"}
 
 
 def _check_same_recipe(work: Path, recipe: WorldRecipe) -> None:
@@ -94,8 +99,13 @@ def build_world_backbone(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler(recipe),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    save_pipeline_atomic(pipe, output_dir)
-    info = {"recipe": recipe.to_dict(), "sampling": SAMPLING, "text_encoder_terms": text_terms,
-            "eot_cosines": eot_cosines(text_encoder, tokenizer, recipe)}
-    atomic_write_text(output_dir / WORLD_FILE, json.dumps(info, indent=2) + "\n")
+    info = {"world_version": 2, "recipe": recipe.to_dict(),
+            "sampling": {"num_inference_steps": recipe.sample_steps, "guidance_scale": recipe.guidance_scale},
+            "text_encoder_terms": text_terms, "eot_cosines": eot_cosines(text_encoder, tokenizer, recipe)}
+
+    def save(tmp: Path) -> None:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        atomic_write_text(tmp / WORLD_FILE, json.dumps(info, indent=2) + "\n")
+
+    atomic_write_folder(output_dir, save)
     return output_dir

@@ -1,41 +1,87 @@
-"""The mini world's prompts, their labels, and random (image, prompt) batches for training."""
+"""The mini world's captions, what each one states, and random (image, caption) training batches.
+
+Caption grammar (`vocab.caption_for`): one object ("a photo of a red circle"), one relation
+("a red circle above a blue square"), or two relations on different axes sharing one object,
+joined by "and", the shared object named the second time with "the" ("a red circle above a blue
+square and a green triangle left of the blue square"). Every way of stating a scene is in the
+corpus: either relation first, either object first in each clause (with the matching phrase).
+"""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rrnet.world.recipe import OBJECT_SENTENCE, WorldRecipe
-from rrnet.world.render import render_object, render_scene
-from rrnet.world.vocab import canonical, object_names, object_prompt, prompt_for, relation_phrases
+from rrnet.world.render import render_object, render_relations
+from rrnet.world.vocab import (
+    Triplet,
+    canonical,
+    caption_for,
+    get_relation,
+    object_names,
+    object_prompt,
+    relation_phrases,
+    swap_clause,
+)
 
 
 @dataclass(frozen=True)
 class PromptItem:
-    """One prompt and what it says: its objects and, for two objects, the canonical layout."""
+    """One caption and what it states: its objects and its relations in text order."""
 
     text: str
     objects: tuple[str, ...]
-    relation: str | None = None
-    axis: str | None = None
-    first: str | None = None  # the object with the smaller coordinate on `axis` (left / top)
-    second: str | None = None
-    collapsed: bool = False
+    triplets: tuple[Triplet, ...] = ()
+    collapsed: tuple[bool, ...] = ()  # per relation: is its direction hidden from the EOT
+
+    @property
+    def relation(self) -> str | None:
+        """The relation phrase of a one-relation caption (None otherwise)."""
+        return self.triplets[0][1] if len(self.triplets) == 1 else None
+
+    def layout(self, axis: str) -> tuple[str, str] | None:
+        """(first, second) object on `axis` (left/top first), or None when no relation uses it."""
+        for a, relation, b in self.triplets:
+            c = canonical(a, relation, b)
+            if c.axis == axis:
+                return c.first, c.second
+        return None
+
+    def twin(self, k: int) -> str:
+        """The caption with the objects of relation `k` swapped: same words, other arrangement."""
+        return caption_for(swap_clause(self.triplets, k))
+
+
+def relation_item(recipe: WorldRecipe, triplets) -> PromptItem:
+    """The corpus item of a caption stating `triplets`."""
+    triplets = tuple(tuple(t) for t in triplets)
+    objects = tuple(dict.fromkeys(x for a, _, b in triplets for x in (a, b)))
+    return PromptItem(caption_for(triplets), objects, triplets, tuple(recipe.is_collapsed(*t) for t in triplets))
 
 
 def pair_prompts(recipe: WorldRecipe) -> list[PromptItem]:
     """Every "a {A} {relation} a {B}" prompt over ordered object pairs and relations."""
+    return [relation_item(recipe, [(a, rel, b)]) for a, b in itertools.permutations(object_names(), 2)
+            for rel in relation_phrases()]
+
+
+def _phrases_on(axis: str) -> list[str]:
+    return [p for p in relation_phrases() if get_relation(p).axis == axis]
+
+
+def scene_prompts(recipe: WorldRecipe) -> list[PromptItem]:
+    """Every two-relation caption: shared S, one partner on each axis, every way of saying it."""
     items = []
-    for a in object_names():
-        for b in object_names():
-            if a == b:
-                continue
-            for rel in relation_phrases():
-                c = canonical(a, rel, b)
-                items.append(PromptItem(prompt_for(a, rel, b), (a, b), rel, c.axis, c.first, c.second,
-                                        recipe.is_collapsed(a, rel, b)))
+    vertical, horizontal = _phrases_on("y"), _phrases_on("x")
+    for s, p, q in itertools.permutations(object_names(), 3):
+        for clause_v in itertools.chain(((p, r, s) for r in vertical), ((s, r, p) for r in vertical)):
+            for clause_h in itertools.chain(((q, r, s) for r in horizontal), ((s, r, q) for r in horizontal)):
+                items.append(relation_item(recipe, (clause_v, clause_h)))
+                items.append(relation_item(recipe, (clause_h, clause_v)))
     return items
 
 
@@ -48,23 +94,46 @@ def single_prompts() -> list[PromptItem]:
     return items
 
 
-def all_prompts(recipe: WorldRecipe) -> list[PromptItem]:
-    return [PromptItem("", ())] + pair_prompts(recipe) + single_prompts()
+@dataclass
+class Corpus:
+    """The world's captions by kind, built once."""
+
+    pairs: list[PromptItem]
+    scenes: list[PromptItem]
+    singles: list[PromptItem]
+
+    @classmethod
+    def build(cls, recipe: WorldRecipe) -> "Corpus":
+        return cls(pair_prompts(recipe), scene_prompts(recipe), single_prompts())
 
 
-def sample_batch(
-    recipe: WorldRecipe, rng: np.random.Generator, batch: int, pairs: list[PromptItem], singles: list[PromptItem]
-) -> tuple[torch.Tensor, list[str]]:
+def sample_item(recipe: WorldRecipe, rng: np.random.Generator, corpus: Corpus) -> PromptItem:
+    """A random caption: a single object, one relation or two, at the recipe's rates."""
+    u = rng.random()
+    if u < recipe.single_object_rate:
+        pool = corpus.singles
+    elif u < recipe.single_object_rate + recipe.scene_rate:
+        pool = corpus.scenes
+    else:
+        pool = corpus.pairs
+    return pool[rng.integers(len(pool))]
+
+
+def render_item(item: PromptItem, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random image of what the caption states."""
+    if not item.triplets:
+        return render_object(item.objects[0], rng, size)[0]
+    return render_relations(item.triplets, rng, size)[0]
+
+
+def sample_batch(recipe: WorldRecipe, rng: np.random.Generator, batch: int, corpus: Corpus) -> tuple[torch.Tensor, list[str]]:
     """A batch of rendered images in [-1, 1] (B, 3, S, S) and their captions ("" for some)."""
     images, captions = [], []
     for _ in range(batch):
-        if rng.random() < recipe.single_object_rate:
-            item = singles[rng.integers(len(singles))]
-            image, _ = render_object(item.objects[0], rng, recipe.size)
-        else:
-            item = pairs[rng.integers(len(pairs))]
-            image, _ = render_scene(item.objects[0], item.relation, item.objects[1], rng, recipe.size)
-        images.append(image)
+        item = sample_item(recipe, rng, corpus)
+        images.append(render_item(item, rng, recipe.size))
         captions.append("" if rng.random() < recipe.empty_caption_rate else item.text)
     array = np.stack(images).astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), captions
+
+

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from rrnet.generate import GenerationSettings, prompt_embeddings, sample_images
-from rrnet.world.judge import judge_image
-from rrnet.world.vocab import prompt_for
+from rrnet.world.judge import RELATION_OUTCOMES, judge_image, judge_relations
+from rrnet.world.vocab import caption_for, check_relations, prompt_for
 
 
 @dataclass
@@ -59,3 +59,25 @@ def score_prompt(
         embeds = prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
     images = sample_arrays(pipe, embeds, n, seed, steps, guidance)
     return PromptScore(prompt=prompt, alpha=alpha, n=n, **judge_arrays(images, a, relation, b)), images
+
+
+def judge_caption_arrays(images: np.ndarray, triplets) -> dict:
+    """All-relations-correct rate, per-relation outcome rates and object accuracy of judged images."""
+    triplets = check_relations(triplets)
+    judged = [judge_relations(im, triplets) for im in images]
+    n = len(judged)
+    per_relation = [{outcome: sum(j.outcomes[k] == outcome for j in judged) / n for outcome in RELATION_OUTCOMES}
+                    for k in range(len(triplets))]
+    return {"all_correct": sum(j.all_correct for j in judged) / n, "per_relation": per_relation,
+            "object_accuracy": sum(j.objects_found for j in judged) / n}
+
+
+def score_caption(pipe, triplets, n: int = 100, seed: int = 0, steps: int = 25, guidance: float = 4.0,
+                  embeds: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
+    """Sample the caption of `triplets` `n` times (base model unless `embeds` is given) and judge every relation."""
+    prompt = caption_for(triplets)
+    if embeds is None:
+        with torch.no_grad():
+            embeds = prompt_embeddings(pipe, prompt, None, None)
+    images = sample_arrays(pipe, embeds, n, seed, steps, guidance)
+    return {"prompt": prompt, "n": n, **judge_caption_arrays(images, triplets)}, images

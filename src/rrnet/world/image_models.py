@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rrnet.training_state import has_state, load_state, save_state
-from rrnet.world.corpus import pair_prompts, sample_batch, single_prompts
+from rrnet.world.corpus import Corpus, sample_batch
 from rrnet.world.recipe import WorldRecipe
 
 
@@ -69,8 +69,14 @@ def make_scheduler(recipe: WorldRecipe):
     )
 
 
-def _lr_at(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / max(1, warmup))
+def _lr_at(step: int, base: float, warmup: int, total: int | None = None, decay_from: float = 1.0) -> float:
+    """Linear warm-up, constant, then cosine decay to zero over the last (1 - decay_from) of `total`."""
+    lr = base * min(1.0, (step + 1) / max(1, warmup))
+    if total is not None and decay_from < 1.0:
+        start = decay_from * total
+        if step >= start:
+            lr *= 0.5 * (1.0 + math.cos(math.pi * (step - start) / max(1.0, total - start)))
+    return lr
 
 
 def train_vae(recipe: WorldRecipe, work: Path, progress: bool = True):
@@ -82,10 +88,10 @@ def train_vae(recipe: WorldRecipe, work: Path, progress: bool = True):
     ckpt, step = work / "vae_state", 0
     if has_state(ckpt):
         step = load_state(ckpt, {"vae": vae}, optimizer, rng)["step"]
-    pairs, singles = pair_prompts(recipe), single_prompts()
+    corpus = Corpus.build(recipe)
     bar = tqdm(range(step, recipe.vae_steps), desc="autoencoder", initial=step, total=recipe.vae_steps, disable=not progress)
     for step in bar:
-        images, _ = sample_batch(recipe, rng, recipe.vae_batch, pairs, singles)
+        images, _ = sample_batch(recipe, rng, recipe.vae_batch, corpus)
         posterior = vae.encode(images).latent_dist
         recon = vae.decode(posterior.sample()).sample
         mse = F.mse_loss(recon, images)
@@ -99,7 +105,7 @@ def train_vae(recipe: WorldRecipe, work: Path, progress: bool = True):
     vae.eval().requires_grad_(False)
     fix_posterior_std(vae)
     with torch.no_grad():  # unit-variance latents, as SD's scaling factor gives
-        images, _ = sample_batch(recipe, np.random.default_rng(recipe.seed + 2), 256, pairs, singles)
+        images, _ = sample_batch(recipe, np.random.default_rng(recipe.seed + 2), 256, corpus)
         std = vae.encode(images).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     return vae
@@ -123,11 +129,10 @@ def fix_posterior_std(vae, logvar: float = POSTERIOR_LOGVAR) -> None:
 
 
 @torch.no_grad()
-def caption_states(text_encoder, tokenizer, captions: list[str]) -> dict[str, torch.Tensor]:
-    """Frozen text-encoder outputs (77, D) for every caption, computed once."""
+def caption_states(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor:
+    """Frozen text-encoder outputs (B, 77, D) of a batch of captions (cheap next to the UNet step)."""
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-    states = text_encoder(ids).last_hidden_state
-    return dict(zip(captions, states))
+    return text_encoder(ids).last_hidden_state
 
 
 def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, progress: bool = True):
@@ -149,22 +154,21 @@ def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, pr
         ema = EMAModel(ema_unet.parameters(), decay=recipe.ema_decay)
         ema.optimization_step = meta["extra"]["ema_step"]
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction")
-    pairs, singles = pair_prompts(recipe), single_prompts()
-    states = caption_states(text_encoder, tokenizer, [""] + [p.text for p in pairs + singles])
+    corpus = Corpus.build(recipe)
     scale = vae.config.scaling_factor
     bar = tqdm(range(step, recipe.unet_steps), desc="denoiser", initial=step, total=recipe.unet_steps, disable=not progress)
     unet.train()
     for step in bar:
-        images, captions = sample_batch(recipe, rng, recipe.unet_batch, pairs, singles)
+        images, captions = sample_batch(recipe, rng, recipe.unet_batch, corpus)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample() * scale
-        cond = torch.stack([states[c] for c in captions])
+        cond = caption_states(text_encoder, tokenizer, captions)
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (len(latents),))
         pred = unet(noise_scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred, noise_scheduler.get_velocity(latents, noise, t))
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, recipe.unet_lr, recipe.unet_warmup)
+            group["lr"] = _lr_at(step, recipe.unet_lr, recipe.unet_warmup, recipe.unet_steps, recipe.unet_decay_from)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

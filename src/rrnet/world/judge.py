@@ -15,7 +15,7 @@ import numpy as np
 
 from rrnet.errors import DataError
 from rrnet.world.render import BASE_SIZE, shape_area_coefficient, shape_mask
-from rrnet.world.vocab import BACKGROUND_RGB, OBJECTS, SHAPES, get_object, get_relation
+from rrnet.world.vocab import BACKGROUND_RGB, OBJECTS, SHAPES, Triplet, check_relations, get_object, get_relation
 
 
 _PALETTE = np.asarray([BACKGROUND_RGB] + [o.rgb for o in OBJECTS], dtype=np.int32)
@@ -245,3 +245,38 @@ def judge_image(image, a: str, relation: str, b: str, config: JudgeConfig = DEFA
     if det_a is None or det_b is None:
         return Judgement(det_a is not None, det_b is not None, "neither")
     return Judgement(True, True, relation_verdict(det_a, det_b, relation, config))
+
+
+RELATION_OUTCOMES = ("correct", "swapped", "neither", "missing")
+_OUTCOME_OF_VERDICT = {"ARB": "correct", "BRA": "swapped", "neither": "neither"}
+
+
+@dataclass(frozen=True)
+class RelationsJudgement:
+    """Verdicts for a caption of one or two relations.
+
+    ``outcomes[k]`` is "correct", "swapped", "neither" or "missing" (an object of relation k not
+    found); ``objects_found`` says whether every named object was found.
+    """
+
+    triplets: tuple[Triplet, ...]
+    outcomes: tuple[str, ...]
+    objects_found: bool
+
+    @property
+    def all_correct(self) -> bool:
+        return all(o == "correct" for o in self.outcomes)
+
+
+def judge_relations(image, triplets, config: JudgeConfig = DEFAULT_CONFIG) -> RelationsJudgement:
+    """Judge every relation a caption states, each from the same detections."""
+    triplets = check_relations(triplets)
+    names = tuple(dict.fromkeys(name for a, _, b in triplets for name in (a, b)))
+    found = _detect_all(image, names, config)
+    outcomes = []
+    for a, relation, b in triplets:
+        if a not in found or b not in found:
+            outcomes.append("missing")
+        else:
+            outcomes.append(_OUTCOME_OF_VERDICT[relation_verdict(found[a], found[b], relation, config)])
+    return RelationsJudgement(triplets, tuple(outcomes), len(found) == len(names))

@@ -1,18 +1,26 @@
-"""The mini world's recipe: which prompt pairs the text encoder collapses, model sizes, schedules.
+"""The mini world's recipe: which object pairs the text encoder collapses, model sizes, schedules.
 
 The world reproduces the paper's situation. Most object pairs are encoded order-aware, so the
-denoiser learns to draw either direction when its conditioning says which; a few held-out pairs
-have their two directions pulled together in the text encoder's EOT state (cosine ~1), so the
-base model draws a coin-flip layout for both prompts. Those pairs are the rectification targets.
+denoiser learns to draw either direction when its conditioning says which; the collapsed pairs
+have their two directions pulled together in the text encoder's EOT state (cosine ~1) on one
+axis, so the base model draws a coin-flip layout for both prompts. Those are the rectification
+targets, split once into `train` pairs (rectifiers may learn from them) and `heldout` pairs
+(only ever evaluated), with order-aware `control` pairs that must not get worse.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-from rrnet.world.vocab import get_relation
+from rrnet.errors import DataError
+from rrnet.world.vocab import get_object, get_relation
 
 OBJECT_SENTENCE = "this is a photo of {}"
+
+AXES = ("y", "x")  # vertical (above / below), horizontal (left of / right of)
+AXIS_NAMES = {"y": "vertical", "x": "horizontal"}
+
+PairOnAxis = tuple[str, str, str]  # (object, object, axis): an unordered pair on one axis
 
 
 @dataclass(frozen=True)
@@ -21,19 +29,42 @@ class WorldRecipe:
 
     size: int = 32
     seed: int = 0
-    collapsed_pairs: tuple[tuple[str, str], ...] = (
-        ("red circle", "blue square"),
-        ("green triangle", "yellow diamond"),
-        ("purple cross", "cyan ring"),
-        ("red circle", "green triangle"),
+    # collapsed pairs, split once: rectifiers train on `train_pairs` only
+    train_pairs: tuple[PairOnAxis, ...] = (
+        ("red circle", "blue square", "y"),
+        ("green triangle", "yellow diamond", "y"),
+        ("purple cross", "white bar", "y"),
+        ("cyan column", "pink wedge", "y"),
+        ("red circle", "yellow diamond", "y"),
+        ("red circle", "green triangle", "x"),
+        ("blue square", "purple cross", "x"),
+        ("yellow diamond", "cyan column", "x"),
     )
-    collapsed_axis: str = "y"  # vertical relations (above / below) collapse for those pairs
+    heldout_pairs: tuple[PairOnAxis, ...] = (
+        ("blue square", "green triangle", "y"),
+        ("white bar", "pink wedge", "y"),
+        ("green triangle", "white bar", "x"),
+        ("purple cross", "pink wedge", "x"),
+    )
+    # order-aware pairs that a rectifier must leave as good as they are
+    control_pairs: tuple[PairOnAxis, ...] = (
+        ("red circle", "purple cross", "y"),
+        ("blue square", "cyan column", "y"),
+        ("yellow diamond", "white bar", "y"),
+        ("green triangle", "cyan column", "x"),
+        ("red circle", "pink wedge", "x"),
+        ("blue square", "white bar", "x"),
+    )
     # text encoder (CLIPTextModel)
     text_width: int = 64
     text_layers: int = 3
     text_heads: int = 4
-    text_steps: int = 600
+    text_steps: int = 3000
     text_lr: float = 3e-3
+    text_scene_batch: int = 192  # two-relation captions per step, beside every one-relation prompt
+    text_padding_trained: int = 8  # padding positions run at most steps ...
+    text_full_length_every: int = 4  # ... and all 77 positions every 4th step
+    text_max_aware_cosine: float = 0.7  # order-aware twins' EOT cosine is pushed below this
     # autoencoder (AutoencoderKL, 32 px -> 4 x 16 x 16)
     vae_channels: tuple[int, ...] = (32, 64)
     vae_steps: int = 1200
@@ -41,32 +72,65 @@ class WorldRecipe:
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
     # denoiser (UNet2DConditionModel)
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    unet_steps: int = 6000
+    unet_channels: tuple[int, ...] = (48, 96, 96)
+    unet_steps: int = 9000
     unet_batch: int = 64
     unet_lr: float = 2e-3
     unet_warmup: int = 100
+    unet_decay_from: float = 0.7  # cosine decay of the learning rate over the last 30 % of the steps
     ema_decay: float = 0.995
     empty_caption_rate: float = 0.1
-    single_object_rate: float = 0.2
+    single_object_rate: float = 0.15
+    scene_rate: float = 0.35  # three objects, two relations; the rest are two-object scenes
     snr_shift: float = 0.25  # SNR x (16/S)^2 at S = 32: layout is decided at high noise
     checkpoint_every: int = 200
+    # sampling defaults recorded in world.json (rrnet reads them wherever it samples this model)
+    sample_steps: int = 25
+    guidance_scale: float = 3.0
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: dict[frozenset, str] = {}
+        for name in ("train_pairs", "heldout_pairs", "control_pairs"):
+            for a, b, axis in getattr(self, name):
+                get_object(a)
+                get_object(b)
+                if a == b or axis not in AXES:
+                    raise DataError(f"recipe {name}: bad pair {(a, b, axis)}")
+                key = frozenset((a, b, axis))
+                if key in seen:
+                    raise DataError(f"recipe: pair {(a, b, axis)} is in both {seen[key]} and {name}")
+                seen[key] = name
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "WorldRecipe":
+        known = {f.name for f in fields(cls)}
+        missing = sorted(known - set(data) - {"notes"})
+        if missing or set(data) - known:
+            raise DataError(f"this recipe is from another version of the mini world "
+                            f"({'missing ' + ', '.join(missing) if missing else 'unknown ' + ', '.join(sorted(set(data) - known))}); "
+                            "rebuild the model with `rrnet world build`")
         data = dict(data)
-        for key in ("collapsed_pairs",):
+        for key in ("train_pairs", "heldout_pairs", "control_pairs"):
             data[key] = tuple(tuple(p) for p in data[key])
         for key in ("vae_channels", "unet_channels"):
             data[key] = tuple(data[key])
         return cls(**data)
 
+    @property
+    def collapsed_pairs(self) -> tuple[PairOnAxis, ...]:
+        return self.train_pairs + self.heldout_pairs
+
+    def split_of(self, a: str, b: str, axis: str) -> str | None:
+        """"train", "heldout", "control" or None (another order-aware pair) for a pair on an axis."""
+        for name, pairs in (("train", self.train_pairs), ("heldout", self.heldout_pairs), ("control", self.control_pairs)):
+            if any({a, b} == {p, q} and axis == ax for p, q, ax in pairs):
+                return name
+        return None
+
     def is_collapsed(self, a: str, relation: str, b: str) -> bool:
-        """True when the text encoder is made blind to the direction of this prompt."""
-        if get_relation(relation).axis != self.collapsed_axis:
-            return False
-        return (a, b) in self.collapsed_pairs or (b, a) in self.collapsed_pairs
+        """True when the text encoder is made blind to the direction of "A <relation> B"."""
+        return self.split_of(a, b, get_relation(relation).axis) in ("train", "heldout")

@@ -3,6 +3,8 @@
 Shapes are rasterised by testing pixel centres against the continuous shape,
 all shapes lie inside the circle of their radius and have their centroid at
 their centre, so placement by centre gives non-overlap and centroid truth.
+Scenes hold one object, two objects in one relation, or three objects in two
+relations that share one object (one vertical, one horizontal: an "L").
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import numpy as np
 from rrnet.errors import DataError
 from rrnet.world.vocab import (
     BACKGROUND_RGB,
+    Triplet,
+    canonical,
+    caption_for,
+    check_relations,
     get_object,
     get_relation,
     prompt_for,
@@ -23,6 +29,7 @@ from rrnet.world.vocab import (
 
 BASE_SIZE = 32
 RADIUS_RANGE = (4.0, 7.0)  # at BASE_SIZE, scaled with image size
+SCENE_RADIUS_RANGE = (4.0, 6.0)  # three objects share the frame: a little smaller
 GAP = 2.0  # minimum free space between the two circumscribed circles, at BASE_SIZE
 MAX_OFFSET = 3.0  # largest off-axis offset of the two centres, at BASE_SIZE
 OFFSET_FRACTION = 0.25  # off-axis offset also at most this fraction of the separation
@@ -30,8 +37,9 @@ MARGIN = 1.0  # distance of every circumscribed circle from the frame edge, pixe
 
 _SQUARE_HALF = 0.85
 _CROSS_ARM = 0.96
-_CROSS_HALF_WIDTH = 0.25
-_RING_INNER = 0.5
+_CROSS_HALF_WIDTH = 0.3
+_BAR_HALF_LENGTH = 0.95
+_BAR_HALF_WIDTH = 0.42
 _SQRT3 = math.sqrt(3.0)
 
 
@@ -74,9 +82,13 @@ def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarr
     if shape == "cross":
         arm, half = _CROSS_ARM * r, _CROSS_HALF_WIDTH * r
         return ((ax <= half) & (ay <= arm)) | ((ay <= half) & (ax <= arm))
-    if shape == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 <= r * r) & (d2 >= (_RING_INNER * r) ** 2)
+    if shape == "column":
+        return (ax <= _BAR_HALF_WIDTH * r) & (ay <= _BAR_HALF_LENGTH * r)
+    if shape == "bar":
+        return (ax <= _BAR_HALF_LENGTH * r) & (ay <= _BAR_HALF_WIDTH * r)
+    if shape == "wedge":
+        # The triangle upside down: apex down, centroid at the centre.
+        return (-dy <= 0.5 * r) & (ax <= (r - dy) / _SQRT3)
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -114,8 +126,8 @@ def _add_noise(image: np.ndarray, rng: np.random.Generator, noise: float) -> np.
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
-def _sample_radius(rng: np.random.Generator, scale: float) -> float:
-    lo, hi = RADIUS_RANGE
+def _sample_radius(rng: np.random.Generator, scale: float, radius_range: tuple[float, float] = RADIUS_RANGE) -> float:
+    lo, hi = radius_range
     return float(rng.uniform(lo * scale, hi * scale))
 
 
@@ -181,6 +193,76 @@ def render_scene(
     image = _add_noise(draw((pa, pb), size), rng, noise)
     truth = SceneTruth(a, relation, b, pa, pb, size, prompt_for(a, relation, b))
     return image, truth
+
+
+@dataclass(frozen=True)
+class SceneRelationsTruth:
+    """Ground truth of a rendered scene of one or two relations: what the caption states, where
+    every object was drawn."""
+
+    triplets: tuple[Triplet, ...]
+    placements: tuple[Placement, ...]
+    size: int
+    prompt: str
+
+    def placement(self, name: str) -> Placement:
+        return next(p for p in self.placements if p.name == name)
+
+
+def _axis_partner(triplet: Triplet, shared: str) -> tuple[str, str, int]:
+    """(partner object, axis, sign): the partner lies on `axis` at `sign` (-1 before, +1 after) of `shared`."""
+    a, relation, b = triplet
+    c = canonical(a, relation, b)
+    partner = b if a == shared else a
+    return partner, c.axis, -1 if c.first == partner else 1
+
+
+def place_relations(triplets: tuple[Triplet, Triplet], rng: np.random.Generator, size: int = BASE_SIZE) -> tuple[Placement, ...]:
+    """Placements for two relations sharing one object S: one partner above/below S, one left/right of it.
+
+    Each partner sits along its axis at a gap from S with a small off-axis offset (as in two-object
+    scenes), so each relation holds unambiguously; the two partners do not touch each other.
+    """
+    (a1, _, b1), (a2, _, b2) = triplets
+    (shared,) = {a1, b1} & {a2, b2}
+    partners = [_axis_partner(t, shared) for t in triplets]
+    scale = size / BASE_SIZE
+    for _ in range(1000):
+        rs = _sample_radius(rng, scale, SCENE_RADIUS_RANGE)
+        offsets = []  # (partner, radius, (dx, dy) from S)
+        for partner, axis, sign in partners:
+            rp = _sample_radius(rng, scale, SCENE_RADIUS_RANGE)
+            d = float(rng.uniform(rs + rp + GAP * scale, max(rs + rp + GAP * scale, size - 2 * MARGIN - rs - rp)))
+            o_max = min(OFFSET_FRACTION * d, MAX_OFFSET * scale)
+            o = float(rng.uniform(-o_max, o_max))
+            offsets.append((partner, rp, (sign * d, o) if axis == "x" else (o, sign * d)))
+        # S's centre must keep every circle inside the frame: one interval per coordinate.
+        box = []
+        for k in (0, 1):
+            lo = max([MARGIN + rs] + [MARGIN + rp - delta[k] for _, rp, delta in offsets])
+            hi = min([size - MARGIN - rs] + [size - MARGIN - rp - delta[k] for _, rp, delta in offsets])
+            box.append((lo, hi))
+        (p1, r1, d1), (p2, r2, d2) = offsets
+        if any(lo > hi for lo, hi in box) or math.dist(d1, d2) < r1 + r2 + GAP * scale:
+            continue
+        sx, sy = (float(rng.uniform(lo, hi)) for lo, hi in box)
+        return (Placement(shared, (sx, sy), rs), Placement(p1, (sx + d1[0], sy + d1[1]), r1),
+                Placement(p2, (sx + d2[0], sy + d2[1]), r2))
+    raise ValueError(f"image size {size} is too small for three objects")
+
+
+def render_relations(
+    triplets, rng: np.random.Generator, size: int = BASE_SIZE, noise: float = 0.0
+) -> tuple[np.ndarray, SceneRelationsTruth]:
+    """Render a scene stating one or two relations (see `caption_for` for the caption)."""
+    triplets = check_relations(triplets)
+    if len(triplets) == 1:
+        image, truth = render_scene(*triplets[0], rng, size, noise)
+        placements = (truth.placement_a, truth.placement_b)
+    else:
+        placements = place_relations(triplets, rng, size)
+        image = _add_noise(draw(placements, size), rng, noise)
+    return image, SceneRelationsTruth(triplets, placements, size, caption_for(triplets))
 
 
 def render_object(

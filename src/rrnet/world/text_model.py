@@ -1,25 +1,28 @@
 """The mini world's text encoder: a small causal `CLIPTextModel` trained so direction lives in EOT.
 
-Training is supervised and full-batch (a few seconds). Linear heads on the EOT state predict
-which objects the prompt names and, for two-object prompts, the layout (axis, which object is
-left/top, which is right/bottom); paraphrases ("A below B" = "B above A") share a target, so
-the EOT state is order-aware. Every other position is pulled to be the same for a prompt and
-its object-swapped twin, so, as the paper found for SD, only the EOT carries the direction.
-For the recipe's collapsed pairs the direction heads are left out and the two directions' EOT
-states are pulled together: the encoder reads those prompts as a bag of words.
+Training is supervised (a few minutes on a CPU). Linear heads on the EOT state predict which
+objects the caption names and, per axis (vertical, horizontal), which two objects a relation on
+that axis joins and which of them is first (top / left); paraphrases ("A below B" = "B above A")
+share a target, so the EOT state is order-aware. Every other position (padding included) is
+pulled to be the same for a caption and its twin with one relation's objects swapped, so, as the
+paper found for SD, only the EOT carries the direction. For the recipe's collapsed pairs the
+"first" head is left out and the two arrangements' EOT states are pulled together, inside
+two-relation captions too: the encoder reads those relations as a bag of words.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from rrnet.tokens import tokenize_prompt
-from rrnet.world.corpus import PromptItem, all_prompts
-from rrnet.world.recipe import WorldRecipe
-from rrnet.world.vocab import object_names
+from rrnet.world.corpus import Corpus, PromptItem
+from rrnet.world.recipe import AXES, WorldRecipe
+from rrnet.world.vocab import canonical, object_names
 
 
 def build_text_encoder(tokenizer, recipe: WorldRecipe):
@@ -36,95 +39,160 @@ def build_text_encoder(tokenizer, recipe: WorldRecipe):
 
 
 class _Heads(nn.Module):
-    """What the EOT state must tell: objects present, layout axis, first and second object."""
+    """What the EOT state must tell: objects present; per axis, the related pair and which is first."""
 
     def __init__(self, width: int, n_objects: int) -> None:
         super().__init__()
         self.present = nn.Linear(width, n_objects)
-        self.axis = nn.Linear(width, 2)
-        self.first = nn.Linear(width, n_objects)
-        self.second = nn.Linear(width, n_objects)
+        self.members = nn.ModuleDict({axis: nn.Linear(width, n_objects) for axis in AXES})
+        self.first = nn.ModuleDict({axis: nn.Linear(width, n_objects) for axis in AXES})
 
 
-def _swap_partner(items: list[PromptItem]) -> list[int]:
-    """Index of each pair prompt's object-swapped twin (same relation), -1 for other prompts."""
-    index = {it.text: i for i, it in enumerate(items)}
-    out = []
-    for it in items:
-        if it.relation is None:
-            out.append(-1)
-            continue
-        a, b = it.objects
-        out.append(index[f"a {b} {it.relation} a {a}"])
-    return out
+IGNORE = -100
 
 
-def train_text_encoder(tokenizer, recipe: WorldRecipe, progress: bool = True):
+@dataclass
+class CaptionTable:
+    """Every caption of the corpus as token ids, EOT index, head targets and twins, as tensors."""
+
+    items: list[PromptItem]
+    ids: torch.Tensor  # (N, 77)
+    eot: torch.Tensor  # (N,)
+    present: torch.Tensor  # (N, n_objects)
+    members: dict[str, torch.Tensor]  # axis -> (N, n_objects)
+    first: dict[str, torch.Tensor]  # axis -> (N,), IGNORE where unknown or collapsed
+    twins: torch.Tensor  # (N, 2): row of the caption with relation k swapped, -1 where none
+    twin_collapsed: torch.Tensor  # (N, 2) bool: relation k is collapsed
+
+    @classmethod
+    def build(cls, tokenizer, items: list[PromptItem]) -> "CaptionTable":
+        names = object_names()
+        row = {it.text: i for i, it in enumerate(items)}
+        enc = tokenizer([it.text for it in items], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt")
+        ids = enc.input_ids
+        eot = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
+        n = len(items)
+        present = torch.zeros(n, len(names))
+        members = {axis: torch.zeros(n, len(names)) for axis in AXES}
+        first = {axis: torch.full((n,), IGNORE) for axis in AXES}
+        twins = torch.full((n, 2), -1)
+        twin_collapsed = torch.zeros(n, 2, dtype=torch.bool)
+        for i, it in enumerate(items):
+            for obj in it.objects:
+                present[i, names.index(obj)] = 1.0
+            for k, collapsed in enumerate(it.collapsed):
+                twins[i, k] = row[it.twin(k)]
+                twin_collapsed[i, k] = collapsed
+            for (a, relation, b), collapsed in zip(it.triplets, it.collapsed):
+                c = canonical(a, relation, b)
+                members[c.axis][i, names.index(a)] = members[c.axis][i, names.index(b)] = 1.0
+                if not collapsed:
+                    first[c.axis][i] = names.index(c.first)
+        return cls(items, ids, eot, present, members, first, twins, twin_collapsed)
+
+
+def _loss_terms(encoder, heads: _Heads, table: CaptionTable, rows: torch.Tensor, twin_k: torch.Tensor,
+                length: int, max_aware_cosine: float) -> dict[str, torch.Tensor]:
+    """Supervised heads on every forwarded caption; bag and collapse terms between captions with a
+    relation and their twin with relation `twin_k` swapped. Only the first `length` positions are
+    run: the encoder is causal, so they are exactly what the full sequence gives there."""
+    paired = table.twins[rows, 0] >= 0
+    twin_rows = table.twins[rows[paired], twin_k[paired]]
+    collapsed = table.twin_collapsed[rows[paired], twin_k[paired]]
+    everything = torch.cat([rows, twin_rows])
+    states = encoder(table.ids[everything, :length]).last_hidden_state
+    e = states[torch.arange(len(everything)), table.eot[everything]]
+    terms = {"present": F.binary_cross_entropy_with_logits(heads.present(e), table.present[everything])}
+    layout = 0.0
+    for axis in AXES:
+        layout = layout + F.binary_cross_entropy_with_logits(heads.members[axis](e), table.members[axis][everything])
+        target = table.first[axis][everything]
+        if (target != IGNORE).any():
+            layout = layout + F.cross_entropy(heads.first[axis](e), target, ignore_index=IGNORE)
+    terms["layout"] = layout
+    n = len(rows)
+    own, twin = states[:n][paired], states[n:]
+    not_eot = torch.ones(own.shape[:2], dtype=torch.bool)
+    not_eot[torch.arange(len(own)), table.eot[rows[paired]]] = False
+    terms["bag"] = (own - twin).pow(2)[not_eot].mean()
+    e_own, e_twin = e[:n][paired], e[n:]
+    terms["collapse"] = (e_own[collapsed] - e_twin[collapsed]).pow(2).mean() if collapsed.any() else e.sum() * 0
+    # an order-aware relation must move the EOT clearly, not just enough for a linear head
+    cos = F.cosine_similarity(e_own[~collapsed], e_twin[~collapsed], dim=1)
+    terms["separate"] = F.relu(cos - max_aware_cosine).mean()
+    return terms
+
+
+def train_text_encoder(tokenizer, recipe: WorldRecipe, progress: bool = True, corpus: Corpus | None = None):
     """Train the world's text encoder; returns it (eval mode) and final loss terms."""
     encoder = build_text_encoder(tokenizer, recipe)
-    items = all_prompts(recipe)
-    names = object_names()
-    tokens = [tokenize_prompt(tokenizer, it.text) for it in items]
-    ids = torch.tensor([t.input_ids for t in tokens])
-    eot = torch.tensor([t.eot_index for t in tokens])
-    present = torch.zeros(len(items), len(names))
-    for i, it in enumerate(items):
-        for obj in it.objects:
-            present[i, names.index(obj)] = 1.0
-    directed = torch.tensor([it.relation is not None and not it.collapsed for it in items])
-    axis = torch.tensor([int(it.axis == "y") if it.axis else 0 for it in items])
-    first = torch.tensor([names.index(it.first) if it.first else 0 for it in items])
-    second = torch.tensor([names.index(it.second) if it.second else 0 for it in items])
-    partner = torch.tensor(_swap_partner(items))
-    has_partner = partner >= 0
-    collapsed = torch.tensor([it.collapsed for it in items])
-    not_eot = torch.ones(ids.shape, dtype=torch.bool)
-    not_eot[torch.arange(len(items)), eot] = False
-
-    heads = _Heads(recipe.text_width, len(names))
+    corpus = corpus or Corpus.build(recipe)
+    fixed = [PromptItem("", ())] + corpus.pairs + corpus.singles
+    table = CaptionTable.build(tokenizer, fixed + corpus.scenes)
+    n_fixed, n_all = len(fixed), len(table.items)
+    heads = _Heads(recipe.text_width, len(object_names()))
     params = list(encoder.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=recipe.text_lr, weight_decay=0.01)
-    rows = torch.arange(len(items))
+    generator = torch.Generator().manual_seed(recipe.seed + 10)
     bar = tqdm(range(recipe.text_steps), desc="text encoder", disable=not progress)
-    terms = {}
-    for _ in bar:
-        states = encoder(ids).last_hidden_state
-        e = states[rows, eot]
-        loss_present = F.binary_cross_entropy_with_logits(heads.present(e[1:]), present[1:])
-        d = e[directed]
-        loss_layout = (F.cross_entropy(heads.axis(d), axis[directed]) + F.cross_entropy(heads.first(d), first[directed])
-                       + F.cross_entropy(heads.second(d), second[directed]))
-        twin = states[partner.clamp(min=0)]
-        mask = (not_eot & not_eot[partner.clamp(min=0)])[has_partner]
-        loss_bag = (states[has_partner] - twin[has_partner]).pow(2)[mask].mean()
-        loss_collapse = (e[collapsed] - e[partner[collapsed]]).pow(2).mean()
-        loss = loss_present + loss_layout + loss_bag + 10 * loss_collapse
+    terms: dict[str, float] = {}
+    short = int(table.eot.max()) + 1 + recipe.text_padding_trained
+    for step in bar:
+        # most steps stop a few padding positions after the longest caption; every few steps run
+        # all 77 positions, so padding far from the text is pulled together as well
+        length = table.ids.shape[1] if step % recipe.text_full_length_every == 0 else short
+        scenes = torch.randint(n_fixed, n_all, (recipe.text_scene_batch,), generator=generator)
+        rows = torch.cat([torch.arange(n_fixed), scenes])
+        # which relation's objects to swap for the twin: either one of a two-relation caption
+        twin_k = torch.randint(0, 2, (len(rows),), generator=generator) * (table.twins[rows, 1] >= 0)
+        step_terms = _loss_terms(encoder, heads, table, rows, twin_k, length, recipe.text_max_aware_cosine)
+        loss = (step_terms["present"] + step_terms["layout"] + step_terms["bag"] + 10 * step_terms["collapse"]
+                + step_terms["separate"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        terms = {"present": loss_present.item(), "layout": loss_layout.item(), "bag": loss_bag.item(), "collapse": loss_collapse.item()}
-        bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
+        terms = {name: value.item() for name, value in step_terms.items()}
+        bar.set_postfix({name: f"{value:.3f}" for name, value in terms.items()})
     encoder.eval().requires_grad_(False)
     return encoder, terms
 
 
 @torch.no_grad()
-def eot_cosines(encoder, tokenizer, recipe: WorldRecipe) -> dict[str, float]:
-    """Mean EOT cosine of object-swapped prompts: order-aware pairs, collapsed pairs, paraphrases."""
-    def eot_state(text):
-        t = tokenize_prompt(tokenizer, text)
-        return encoder(torch.tensor([t.input_ids])).last_hidden_state[0, t.eot_index]
+def eot_states(encoder, tokenizer, texts: list[str], batch: int = 512) -> torch.Tensor:
+    """EOT hidden state of every text (N, D)."""
+    out = []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start:start + batch]
+        ids = tokenizer(chunk, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        eot = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
+        states = encoder(ids).last_hidden_state
+        out.append(states[torch.arange(len(chunk)), eot])
+    return torch.cat(out)
 
-    from rrnet.world.corpus import pair_prompts
-    from rrnet.world.vocab import inverse_relation
 
-    aware, collapsed, paraphrase = [], [], []
-    for it in pair_prompts(recipe):
-        a, b = it.objects
-        cos = F.cosine_similarity(eot_state(it.text), eot_state(f"a {b} {it.relation} a {a}"), dim=0).item()
-        (collapsed if it.collapsed else aware).append(cos)
-        para = f"a {b} {inverse_relation(it.relation)} a {a}"
-        paraphrase.append(F.cosine_similarity(eot_state(it.text), eot_state(para), dim=0).item())
-    mean = lambda xs: sum(xs) / len(xs)
-    return {"swapped_order_aware": mean(aware), "swapped_collapsed": mean(collapsed), "swapped_collapsed_min": min(collapsed),
-            "paraphrase": mean(paraphrase)}
+@torch.no_grad()
+def swapped_cosines(encoder, tokenizer, items: list[PromptItem]) -> list[tuple[PromptItem, int, float]]:
+    """(item, k, EOT cosine of the caption and its twin with relation k swapped) for every relation."""
+    jobs = [(it, k) for it in items for k in range(len(it.triplets))]
+    own = eot_states(encoder, tokenizer, [it.text for it, _ in jobs])
+    twin = eot_states(encoder, tokenizer, [it.twin(k) for it, k in jobs])
+    cos = F.cosine_similarity(own, twin, dim=1).tolist()
+    return [(it, k, c) for (it, k), c in zip(jobs, cos)]
+
+
+@torch.no_grad()
+def eot_cosines(encoder, tokenizer, recipe: WorldRecipe, corpus: Corpus | None = None) -> dict[str, float]:
+    """EOT cosine of object-swapped captions: order-aware vs collapsed relations, one and two per caption."""
+    corpus = corpus or Corpus.build(recipe)
+    out: dict[str, float] = {}
+    for kind, items in (("pairs", corpus.pairs), ("scenes", corpus.scenes)):
+        rows = swapped_cosines(encoder, tokenizer, items)
+        aware = [c for it, k, c in rows if not it.collapsed[k]]
+        collapsed = [c for it, k, c in rows if it.collapsed[k]]
+        out[f"{kind}_swapped_order_aware"] = float(np.mean(aware))
+        out[f"{kind}_swapped_order_aware_max"] = float(np.max(aware))
+        out[f"{kind}_swapped_collapsed"] = float(np.mean(collapsed))
+        out[f"{kind}_swapped_collapsed_min"] = float(np.min(collapsed))
+    return out

@@ -1,19 +1,23 @@
 """Vocabulary of the mini world: coloured shapes and positional relations.
 
 Every object has a unique colour and a unique shape, so a rendered or generated
-image can be judged exactly by colour first and shape second. Colours sit near
-distinct corners of the RGB cube and far from the near-black background.
+image can be judged exactly by colour first and shape second. The eight colours are
+at least 150 apart in RGB from each other and from the near-black background, and
+the shapes are solid enough to survive 32 px (no thin rings or stars).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rrnet.errors import DataError
 
+Triplet = tuple[str, str, str]
+
 BACKGROUND_RGB: tuple[int, int, int] = (24, 24, 24)
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "ring")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "column", "bar", "wedge")
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,14 @@ class CanonicalRelation:
 
 
 OBJECTS: tuple[WorldObject, ...] = (
-    WorldObject("red", "circle", (220, 40, 40)),
-    WorldObject("blue", "square", (40, 60, 240)),
-    WorldObject("green", "triangle", (40, 200, 40)),
-    WorldObject("yellow", "diamond", (230, 210, 40)),
-    WorldObject("purple", "cross", (190, 50, 210)),
-    WorldObject("cyan", "ring", (30, 210, 210)),
+    WorldObject("red", "circle", (215, 50, 10)),
+    WorldObject("blue", "square", (10, 70, 220)),
+    WorldObject("green", "triangle", (60, 170, 35)),
+    WorldObject("yellow", "diamond", (225, 215, 40)),
+    WorldObject("purple", "cross", (150, 5, 205)),
+    WorldObject("cyan", "column", (60, 240, 235)),
+    WorldObject("white", "bar", (250, 250, 250)),
+    WorldObject("pink", "wedge", (245, 120, 165)),
 )
 
 RELATIONS: tuple[Relation, ...] = (
@@ -119,6 +125,55 @@ def prompt_for(a: str, relation: str, b: str) -> str:
     get_relation(relation)
     get_object(b)
     return f"a {a} {relation} a {b}"
+
+
+def check_relations(triplets: Sequence[Triplet]) -> tuple[Triplet, ...]:
+    """Validate the relations of one caption: one, or two that share exactly one object.
+
+    Two relations must lie on different axes (one of left of / right of, one of above / below):
+    that is the world's scene grammar, and it keeps every scene drawable without ambiguity.
+    """
+    triplets = tuple(tuple(t) for t in triplets)
+    if len(triplets) not in (1, 2):
+        raise DataError(f"a mini-world caption states one or two relations, got {len(triplets)}")
+    for a, relation, b in triplets:
+        get_object(a)
+        get_relation(relation)
+        get_object(b)
+        if a == b:
+            raise DataError(f"a relation needs two different objects, got {a!r} twice")
+    if len(triplets) == 2:
+        (a1, r1, b1), (a2, r2, b2) = triplets
+        shared = {a1, b1} & {a2, b2}
+        if len(shared) != 1:
+            raise DataError("the two relations of a caption must share exactly one object, "
+                            f"got {a1!r}/{b1!r} and {a2!r}/{b2!r}")
+        if get_relation(r1).axis == get_relation(r2).axis:
+            raise DataError(f"the two relations of a caption must lie on different axes, got {r1!r} and {r2!r}")
+    return triplets
+
+
+def caption_for(triplets: Sequence[Triplet]) -> str:
+    """Caption of one or two relations: "a red circle above a blue square and a green triangle
+    left of the blue square". Relations are joined by "and"; an object named before is "the X"."""
+    triplets = check_relations(triplets)
+    named: set[str] = set()
+    clauses = []
+    for a, relation, b in triplets:
+        words = []
+        for obj in (a, b):
+            words.append(f"{'the' if obj in named else 'a'} {obj}")
+            named.add(obj)
+        clauses.append(f"{words[0]} {relation} {words[1]}")
+    return " and ".join(clauses)
+
+
+def swap_clause(triplets: Sequence[Triplet], k: int) -> tuple[Triplet, ...]:
+    """The same relations with the objects of relation `k` swapped (its opposite arrangement)."""
+    out = [tuple(t) for t in triplets]
+    a, relation, b = out[k]
+    out[k] = (b, relation, a)
+    return tuple(out)
 
 
 def object_prompt(obj: str) -> str:
