@@ -41,10 +41,37 @@ def test_direction_is_read_from_the_prompt(tiny_pipe):
     both = rect.prompt_embeds(tiny_pipe, PROMPTS, alpha=1.0)
     eot = encode_prompt(tiny_pipe, PROMPTS[0]).tokens.eot_index
     assert not torch.allclose(both[0, eot], both[1, eot])
-    with pytest.raises(PromptError, match="does not contain the words"):
-        rect.prompt_embeds(tiny_pipe, "a cat next to a dog")
     unseen = rect.prompt_embeds(tiny_pipe, "a cat above a dog", triplet=("cat", "above", "dog"))
     assert unseen.shape == both[:1].shape
+    # the parser reads the same triplet from the prompt: objects the rectifier never saw
+    assert torch.equal(rect.prompt_embeds(tiny_pipe, "a cat above a dog"), unseen)
+    assert torch.equal(rect.prompt_embeds(tiny_pipe, "a dog above a cat", triplet=("cat", "above", "dog")),
+                       rect.prompt_embeds(tiny_pipe, "a dog above a cat"))
+
+
+def test_a_prompt_without_a_known_relation_passes_through(tiny_pipe, caplog):
+    import logging
+
+    rect = _rectifier()
+    prompts = ["a cat next to a dog", PROMPTS[0], "above a blue block"]
+    with caplog.at_level(logging.INFO, logger="rrnet.rectifier"):
+        out = rect.prompt_embeds(tiny_pipe, prompts, alpha=1.0)
+    assert "a cat next to a dog" in caplog.text and "base embedding kept" in caplog.text
+    for k in (0, 2):  # exactly the pipeline's own embeddings
+        assert torch.equal(out[k], encode_prompt(tiny_pipe, prompts[k]).hidden)
+    assert not torch.equal(out[1], encode_prompt(tiny_pipe, prompts[1]).hidden)
+    assert torch.equal(out[1], rect.prompt_embeds(tiny_pipe, prompts[1], alpha=1.0)[0])
+    with pytest.raises(PromptError, match="no relation this rectifier knows"):
+        rect.prompt_embeds(tiny_pipe, prompts, strict=True)
+
+
+def test_relation_phrases_come_from_the_training_prompts():
+    cfg = RectifierConfig(text_width=32, triplets=[{"object_a": "book", "relation": "placed", "object_b": "bowl"}],
+                          prompts=[["a book is placed on a bowl", "a bowl is placed on the book"]])
+    rect = RelationRectifier(cfg)
+    assert rect.relation_phrases() == {"placed": "placed", "is placed on": "placed"}
+    assert rect.find_triplet("there is a cup is placed on a plate").object_a == "cup"
+    assert rect.find_triplet("a cat next to a dog") is None
 
 
 def test_add_at_eot_matches_indexing():

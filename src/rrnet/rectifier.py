@@ -9,6 +9,7 @@ The text encoder, UNet and VAE stay frozen. The rectifier reads the frozen token
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.errors import CheckpointError, PromptError
 from rrnet.graph import PROMPT_ADJUST, batch_graphs, relation_graph
 from rrnet.hgcn import HGCN
+from rrnet.prompt_parser import parse_relations, relation_phrases
 from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_embedding
 
 CONFIG_NAME = "config.json"
@@ -30,6 +32,8 @@ EDIT_POSITIONS = ("eot", "after_eot")  # "after_eot": the ablation editing the E
 WEIGHTS_NAME = "rectifier.safetensors"
 OBJECT_TEMPLATE = "this is a photo of {}"
 FORMAT = "rrnet-rectifier"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class RectifierConfig:
     object_template: str = OBJECT_TEMPLATE
     triplets: list[dict] = field(default_factory=list)
     prompts: list[list[str]] = field(default_factory=list)
+    relation_phrases: dict[str, str] = field(default_factory=dict)  # phrase -> relation word; empty: from the prompts
     backbone: str | None = None
     training: dict = field(default_factory=dict)
     adjuster: str = "hgcn"
@@ -156,19 +161,27 @@ class RelationRectifier(nn.Module):
     def known_triplets(self) -> list[Triplet]:
         return [Triplet(**t) for t in self.config.triplets]
 
-    def match_triplet(self, pipe, tokens: PromptTokens) -> Triplet:
-        """The trained triplet whose three words are in the prompt, in the prompt's direction."""
-        for triplet in self.known_triplets():
-            try:
-                forward = order_in_prompt(pipe.tokenizer, tokens, triplet.object_a, triplet.object_b)
-                order_in_prompt(pipe.tokenizer, tokens, triplet.relation, triplet.object_a)
-            except PromptError:
-                continue
-            return triplet if forward else triplet.swapped()
-        known = "; ".join(f"{t.object_a} / {t.relation} / {t.object_b}" for t in self.known_triplets()) or "none"
-        raise PromptError(
-            f"prompt {tokens.prompt!r} does not contain the words of a trained relation ({known}); pass triplet=(A, R, B)"
-        )
+    def relation_phrases(self) -> dict[str, str]:
+        """Phrase -> relation word for every relation the rectifier was trained on (see `prompt_parser`)."""
+        if self.config.relation_phrases:
+            return dict(self.config.relation_phrases)
+        known = self.known_triplets()
+        prompts = [list(p) for p in self.config.prompts]
+        pairs = [((t.object_a, t.relation, t.object_b), prompts[k] if k < len(prompts) else []) for k, t in enumerate(known)]
+        return relation_phrases(pairs)
+
+    def find_triplet(self, prompt: str) -> Triplet | None:
+        """The (A, R, B) the prompt states with a relation this rectifier knows, in prompt order; None if
+        there is none it can rectify. A prompt stating several relations uses the first."""
+        found = parse_relations(prompt, self.relation_phrases())
+        if not found:
+            return None
+        if len(found) > 1:
+            logger.info("prompt %r states %d relations; rectifying the first, %s", prompt, len(found), found[0])
+        triplet = Triplet(*found[0])
+        if self.config.adjuster == "free" and self.direction_of(triplet) < 0:
+            return None  # free vectors exist only for the two trained prompts
+        return triplet
 
     def check_backbone(self, pipe) -> None:
         width = pipe.text_encoder.config.hidden_size
@@ -184,29 +197,43 @@ class RelationRectifier(nn.Module):
         prompts: str | list[str],
         alpha: float = 0.6,
         triplet: tuple[str, str, str] | None = None,
+        strict: bool = False,
     ) -> torch.Tensor:
         """Rectified `prompt_embeds` (B, L, D) for `pipe(prompt_embeds=...)`; alpha=0 is the base model.
 
-        `triplet` (A, R, B) names the words for prompts outside the trained relation (unseen
-        objects); direction is read from which object comes first in each prompt.
+        The triplet of each prompt is read from the prompt itself: a relation phrase the rectifier
+        was trained on and the noun phrases around it, in prompt order, objects it never saw
+        included. A prompt with no such relation keeps the base model's embedding (a logged note),
+        so the rectifier can sit in front of a pipeline for every prompt; `strict=True` makes that
+        an error. `triplet` (A, R, B) overrides the parser; its direction is read from which
+        object comes first in each prompt.
         """
         self.check_backbone(pipe)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        encoded, graphs = [], []
+        encoded, graphs, rectified = [], [], []
         for prompt in prompts:
             enc = encode_prompt(pipe, prompt)
+            encoded.append(enc)
             if triplet is not None:
                 t = Triplet(*triplet)
                 t = t if order_in_prompt(pipe.tokenizer, enc.tokens, t.object_a, t.object_b) else t.swapped()
             else:
-                t = self.match_triplet(pipe, enc.tokens)
+                t = self.find_triplet(prompt)
+                if t is None:
+                    known = ", ".join(sorted(self.relation_phrases())) or "none"
+                    if strict:
+                        raise PromptError(f"prompt {prompt!r} states no relation this rectifier knows ({known}) "
+                                          "with objects on both sides")
+                    logger.info("prompt %r states no relation this rectifier knows (%s): base embedding kept", prompt, known)
+                    continue
             graphs.append(self.build_graph(pipe, t, enc, encode_prompt(pipe, self.object_sentence(t.object_a))))
-            encoded.append(enc)
-        deltas = self.adjust_vectors(graphs)[:, PROMPT_ADJUST]
+            rectified.append(len(encoded) - 1)
         embeds = torch.stack([e.hidden for e in encoded])
-        eots = torch.tensor([e.tokens.eot_index for e in encoded])
-        out = add_at_eot(embeds, eots, deltas.to(embeds.device), alpha, self.config.edit_positions)
-        return out.to(pipe.text_encoder.dtype)
+        if rectified:  # only the rows with a triplet change; the others stay the pipeline's own
+            deltas = self.adjust_vectors(graphs)[:, PROMPT_ADJUST].to(embeds.device)
+            eots = torch.tensor([encoded[i].tokens.eot_index for i in rectified])
+            embeds[rectified] = add_at_eot(embeds[rectified], eots, deltas, alpha, self.config.edit_positions)
+        return embeds.to(pipe.text_encoder.dtype)
 
     # ---- persistence --------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path) -> Path:

@@ -28,12 +28,22 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def checkout_cache_dir() -> Path | None:
+    """`.cache/rrnet` beside a source checkout (where `make` puts the vocabulary), if rrnet runs from one."""
+    root = Path(__file__).resolve().parents[3]
+    return root / ".cache" / "rrnet" if (root / "pyproject.toml").is_file() else None
+
+
 def find_bpe_file() -> Path:
-    """Locate the CLIP BPE file: `RRNET_CLIP_BPE`, the rrnet cache, or an installed open_clip."""
+    """Locate the CLIP BPE file: `RRNET_CLIP_BPE`, the rrnet cache, the checkout's `.cache/rrnet`
+    (so benchmarks, tests and the CLI find it however they are started), or an installed open_clip."""
     candidates = []
     if os.environ.get("RRNET_CLIP_BPE"):
         candidates.append(Path(os.environ["RRNET_CLIP_BPE"]))
     candidates.append(cache_dir() / "clip" / BPE_NAME)
+    checkout = checkout_cache_dir()
+    if checkout is not None:
+        candidates.append(checkout / "clip" / BPE_NAME)
     try:  # open_clip is optional: installing it pulls torchvision, so we never require it
         import importlib.util
 
