@@ -69,3 +69,37 @@ def test_object_sentence_adjustment_reads_only_its_object():
     other = model.adjust_vectors(batch_graphs([relation_graph(f["A"], g["R"], g["B"], f["eot"], f["obj"])]))
     assert torch.allclose(base[0, 1], other[0, 1], atol=1e-6)
     assert not torch.allclose(base[0, 0], other[0, 0], atol=1e-4)
+
+
+def test_a_two_relation_prompt_is_one_graph_with_a_shared_object_node():
+    """"a red circle above a blue square and a green triangle left of the blue square"."""
+    from rrnet.graph import PROMPT_ADJUST, prompt_graph
+
+    g = torch.Generator().manual_seed(1)
+    circle, square, triangle, above, left, eot, obj = (torch.randn(8, generator=g) for _ in range(7))
+    graph = prompt_graph([circle, square, triangle], [(0, above, 1), (2, left, 1)], eot, obj)
+    assert graph[OBJECT].num_nodes == 3 and graph[RELATION].num_nodes == 2 and graph[ADJUST].num_nodes == 2
+    e = _edges(graph)
+    assert e[(OBJECT, "to_relation", RELATION)] == [(0, 0), (2, 1)]  # circle -> above, triangle -> left of
+    assert e[(RELATION, "to_object", OBJECT)] == [(0, 1), (1, 1)]  # both relations point at the one square node
+    assert e[(OBJECT, "to_adjust", ADJUST)] == [(0, 0), (0, 1), (1, 0), (2, 0)]  # every object feeds the prompt node
+    assert e[(RELATION, "to_adjust", ADJUST)] == [(0, PROMPT_ADJUST), (1, PROMPT_ADJUST)]
+    assert e[(OBJECT, "self_loop", OBJECT)] == [(0, 0), (1, 1), (2, 2)]
+    hgcn = HGCN(8, 8, hidden=4, heads=2)
+    torch.nn.init.normal_(next(iter(hgcn.parameters())), std=0.5)
+    out = hgcn.adjust_vectors(batch_graphs([graph, relation_graph(circle, above, square, eot, obj)]))
+    assert out.shape == (2, 2, 8) and not torch.allclose(out[0, 0], out[1, 0])  # the second relation counts
+
+
+def test_one_relation_prompt_graph_is_the_relation_graph():
+    from rrnet.graph import prompt_graph
+
+    f = _features()
+    single = relation_graph(f["A"], f["R"], f["B"], f["eot"], f["obj"])
+    general = prompt_graph([f["A"], f["B"]], [(0, f["R"], 1)], f["eot"], f["obj"])
+    assert _edges(single) == _edges(general)
+    torch.manual_seed(0)
+    hgcn = HGCN(8, 8, hidden=4, heads=2)
+    for p in hgcn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    assert torch.equal(hgcn.adjust_vectors(batch_graphs([single])), hgcn.adjust_vectors(batch_graphs([general])))

@@ -1,4 +1,4 @@
-"""The relation graph: a directed, typed graph built from one triplet (subject, relation, object).
+"""The relation graph: a directed, typed graph built from a prompt's triplets (subject, relation, object).
 
 Node types: `object` (0 = subject, 1 = object), `relation` (0), `adjust` (0 = the prompt's adjust
 node, 1 = the object-sentence adjust node). Edges, as in the official RRNet model:
@@ -6,6 +6,11 @@ subject->relation, relation->object, subject->adjust0, object->adjust0, relation
 subject->adjust1 (the object sentence "this is a photo of {subject}"), and object self-loops.
 Swapping subject and object changes which edges exist, which is what lets the network tell
 "A R B" from "B R A" even though the bag of words is the same.
+
+A prompt with several relations gives one graph: one object node per distinct object (an object
+named twice is one node), one relation node per relation with its own subject->relation->object
+edges, every object and relation feeding the one prompt adjust node, and the first relation's
+subject feeding the object-sentence adjust node. With one relation it is exactly the graph above.
 """
 
 from __future__ import annotations
@@ -25,17 +30,31 @@ EDGE_TYPES: tuple[tuple[str, str, str], ...] = (
     (OBJECT, "self_loop", OBJECT),
 )
 
-_EDGES: dict[tuple[str, str, str], list[tuple[int, int]]] = {
-    (OBJECT, "to_relation", RELATION): [(SUBJECT, 0)],
-    (RELATION, "to_object", OBJECT): [(0, TARGET)],
-    (OBJECT, "to_adjust", ADJUST): [
-        (SUBJECT, PROMPT_ADJUST),
-        (TARGET, PROMPT_ADJUST),
-        (SUBJECT, OBJECT_SENTENCE_ADJUST),
-    ],
-    (RELATION, "to_adjust", ADJUST): [(0, PROMPT_ADJUST)],
-    (OBJECT, "self_loop", OBJECT): [(SUBJECT, SUBJECT), (TARGET, TARGET)],
-}
+def prompt_graph(
+    objects: list[torch.Tensor],
+    relations: list[tuple[int, torch.Tensor, int]],
+    prompt_eot: torch.Tensor,
+    object_sentence_eot: torch.Tensor,
+) -> HeteroData:
+    """One graph for a prompt stating several relations: `objects` are the distinct objects' features,
+    `relations` (subject index, relation feature, object index) in prompt order."""
+    if not relations:
+        raise ValueError("a prompt graph needs at least one relation")
+    data = HeteroData()
+    data[OBJECT].x = torch.stack(objects)
+    data[RELATION].x = torch.stack([feature for _, feature, _ in relations])
+    data[ADJUST].x = torch.stack([prompt_eot, object_sentence_eot])
+    edges = {
+        (OBJECT, "to_relation", RELATION): [(s, r) for r, (s, _, _) in enumerate(relations)],
+        (RELATION, "to_object", OBJECT): [(r, o) for r, (_, _, o) in enumerate(relations)],
+        (OBJECT, "to_adjust", ADJUST): [(o, PROMPT_ADJUST) for o in range(len(objects))]
+        + [(relations[0][0], OBJECT_SENTENCE_ADJUST)],
+        (RELATION, "to_adjust", ADJUST): [(r, PROMPT_ADJUST) for r in range(len(relations))],
+        (OBJECT, "self_loop", OBJECT): [(o, o) for o in range(len(objects))],
+    }
+    for edge_type, pairs in edges.items():
+        data[edge_type].edge_index = torch.tensor(pairs, dtype=torch.long).t().contiguous()
+    return data
 
 
 def relation_graph(
@@ -46,13 +65,7 @@ def relation_graph(
     object_sentence_eot: torch.Tensor,
 ) -> HeteroData:
     """One graph for the prompt "subject relation target"; all features are 1-D vectors of width D."""
-    data = HeteroData()
-    data[OBJECT].x = torch.stack([subject, target])
-    data[RELATION].x = relation.unsqueeze(0)
-    data[ADJUST].x = torch.stack([prompt_eot, object_sentence_eot])
-    for edge_type, pairs in _EDGES.items():
-        data[edge_type].edge_index = torch.tensor(pairs, dtype=torch.long).t().contiguous()
-    return data
+    return prompt_graph([subject, target], [(SUBJECT, relation, TARGET)], prompt_eot, object_sentence_eot)
 
 
 def batch_graphs(graphs: list[HeteroData]) -> HeteroData:
