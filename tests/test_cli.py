@@ -100,8 +100,9 @@ def test_missing_rectifier_and_foreign_prompt(tiny_model_dir, tmp_path, capsys):
     cfg = RectifierConfig(text_width=32, hidden=8, triplets=[{"object_a": "cat", "relation": "on", "object_b": "mat"}])
     RelationRectifier(cfg).save_pretrained(tmp_path / "r")
     code, _, err = _run(capsys, "generate", "--model", tiny_model_dir, "--rectifier", tmp_path / "r", "--prompt",
-                        "a dog under a table", "--output_dir", tmp_path / "g", "--steps", 1, "--no_progress")
-    _one_line_error(code, err, "does not contain the words")
+                        "a dog under a table", "--output_dir", tmp_path / "g", "--steps", 1, "--no_progress", "--strict")
+    _one_line_error(code, err, "no relation this rectifier knows")
+    assert not (tmp_path / "g").exists()
 
 
 def test_console_command_exits_2_without_traceback(tmp_path):

@@ -55,7 +55,9 @@ def _generate_parser(sub) -> None:
     p.add_argument("--rectifier", default=None, help="rectifier folder from `rrnet train` (omit for the base model)")
     p.add_argument("--prompt", nargs="+", default=None, help="one prompt or a pair (default: the rectifier's pair)")
     p.add_argument("--triplet", nargs=3, metavar=("A", "R", "B"), default=None,
-                   help="the words to rectify when the prompts are not the trained relation")
+                   help="the words to rectify (default: read from each prompt by the rectifier's relation phrases)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a prompt with no relation the rectifier knows (default: keep its base embedding)")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
     p.add_argument("--num_images", type=int, default=4)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
@@ -233,6 +235,11 @@ def run_generate(args) -> None:
         prompts = list(rectifier.config.prompts[0])
     if len(prompts) > 2:
         raise RRNetError(f"--prompt takes one prompt or a pair, got {len(prompts)}")
+    if args.strict and rectifier is not None and not args.triplet:
+        for prompt in prompts:  # before any model loads or image is written
+            if rectifier.find_triplet(prompt) is None:
+                known = ", ".join(sorted(rectifier.relation_phrases()))
+                raise RRNetError(f"prompt {prompt!r} states no relation this rectifier knows ({known}) with objects on both sides")
     pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     if rectifier is not None:
         rectifier.check_backbone(pipe)
