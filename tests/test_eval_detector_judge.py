@@ -82,7 +82,8 @@ def test_tiny_detector_end_to_end(kind, tmp_path):
     assert isinstance(judge, Judge)
     assert judge.label == f"{kind}-random/geneval"
     assert judge.describe() == {"judge": "detector", "model": f"tiny/{kind}-random", "model_type": kind,
-                                "rule": "geneval", "threshold": 0.0, "template": "a photo of a {object}"}
+                                "rule": "geneval", "rule_version": 2, "threshold": 0.0,
+                                "template": "a photo of a {object}"}
 
     first = judge.judge(images, QUERY)
     _check_results(first, images)

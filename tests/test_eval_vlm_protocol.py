@@ -29,46 +29,59 @@ def test_questions_follow_the_protocol():
     assert f"'{ARB}'" in qs[4] and f"'{BRA}'" in qs[4]
 
 
-YES_NO_TABLE = [
-    ("Yes.", True),
-    ("yes", True),
-    ("Yes, there is a dog in the image.", True),
-    ("**Yes**", True),
-    ("Answer: Yes", True),
-    ("Absolutely.", True),
-    ("Yep, both are there.", True),
-    ("Correct.", True),
-    ("I can see a cat sitting on the sofa.", True),
-    ("There are two dogs in the picture.", True),
-    ("Both the book and the bowl are present.", True),
-    ("The image shows a cat.", True),
-    ("No.", False),
-    ("no", False),
-    ("Nope", False),
-    ("No, I don't see any cat.", False),
-    ("No, but I can see a dog.", False),
-    ("There is no cat in the image.", False),
-    ("I don't see a cat here.", False),
-    ("The cat is not visible in the image.", False),
-    ("The image doesn't contain a cat.", False),
-    ("Not really.", False),
-    ("Absolutely not.", False),
-    ("Neither of them is present.", False),
-    ("Yes and no.", None),
-    ("I'm not sure.", None),
-    ("It is hard to say.", None),
-    ("Possibly, there might be a cat.", None),
-    ("The image is too blurry to tell.", None),
-    ("There is a dog but no cat.", None),
-    ("", None),
-    ("   ", None),
-    ("A cat.", None),
+YES_NO_TABLE = [  # (answer, the object(s) asked about, parsed)
+    ("Yes.", "cat", True),
+    ("yes", "cat", True),
+    ("Yes, there is a dog in the image.", "dog", True),
+    ("**Yes**", "cat", True),
+    ("Answer: Yes", "cat", True),
+    ("Absolutely.", "cat", True),
+    ("Yep, both are there.", "book|bowl", True),
+    ("Correct.", "cat", True),
+    ("I can see a cat sitting on the sofa.", "cat", True),
+    ("There are two dogs in the picture.", "dog", True),
+    ("Both the book and the bowl are present.", "book|bowl", True),
+    ("Both are present.", "book|bowl", True),
+    ("The image shows a cat.", "cat", True),
+    ("There is a red block at the top.", "red block", True),
+    ("There are two red blocks.", "red block", True),
+    # a sentence-style answer that never names the asked object is not a yes
+    ("There are two dogs in the picture.", "book", None),
+    ("I can see a cat sitting on the sofa.", "dog", None),
+    ("The image shows a cat.", "book|cat", None),
+    ("There is a red circle.", "red block", None),
+    ("No.", "cat", False),
+    ("no", "cat", False),
+    ("Nope", "cat", False),
+    ("No, I don't see any cat.", "cat", False),
+    ("No, but I can see a dog.", "cat", False),
+    ("There is no cat in the image.", "cat", False),
+    ("I don't see a cat here.", "cat", False),
+    ("The cat is not visible in the image.", "cat", False),
+    ("The image doesn't contain a cat.", "cat", False),
+    ("Not really.", "cat", False),
+    ("Absolutely not.", "cat", False),
+    ("Neither of them is present.", "book|bowl", False),
+    ("Yes and no.", "cat", None),
+    ("I'm not sure.", "cat", None),
+    ("It is hard to say.", "cat", None),
+    ("Possibly, there might be a cat.", "cat", None),
+    ("The image is too blurry to tell.", "cat", None),
+    ("There is a dog but no cat.", "cat", None),
+    ("", "cat", None),
+    ("   ", "cat", None),
+    ("A cat.", "cat", None),
 ]
 
 
-@pytest.mark.parametrize(("answer", "expected"), YES_NO_TABLE)
-def test_parse_yes_no(answer, expected):
-    assert parse_yes_no(answer) is expected
+@pytest.mark.parametrize(("answer", "about", "expected"), YES_NO_TABLE)
+def test_parse_yes_no(answer, about, expected):
+    assert parse_yes_no(answer, tuple(about.split("|"))) is expected
+
+
+def test_sentence_yes_without_the_asked_object_is_not_a_yes():
+    assert parse_yes_no("There are two dogs in the picture.") is None  # nothing asked: no sentence-style yes
+    assert parse_yes_no("Yes.") is True
 
 
 CHOICE_TABLE = [
@@ -133,6 +146,13 @@ def test_judge_from_answers_missing_object_and_unparseable():
     assert not judged.has_a and judged.has_b and not judged.objects_ok
     assert judged.verdict is None
     assert judged.unparseable == [3, 5]
+
+
+def test_judge_from_answers_reads_questions_1_to_3_about_their_objects():
+    raw = ["There are two dogs in the picture.", "Yes", "Yes", "A dog near a bowl.", "A book on a bowl."]
+    judged = judge_from_answers(raw, ARB, BRA, ("book", "bowl"))
+    assert judged.q1 is None and judged.unparseable == [1]
+    assert not judged.objects_ok and judged.choice == "ARB"
 
 
 def test_judge_from_answers_needs_five_answers():

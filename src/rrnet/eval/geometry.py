@@ -8,9 +8,12 @@ Coordinates are image pixels with y growing downwards, so "above" means a smalle
   divided by the *unshrunk* offset's length and a direction counts when its component exceeds
   0.5. Two directions can hold at once (a diagonal).
 * VISOR (Gokhale et al. 2022): centroids only, compared along the relation's own axis
-  ("left of" looks at x only, "above" at y only), with strict inequalities. The official
-  repository ships precomputed per-image results; the axis-only comparison is the rule stated
-  in the paper and used by public re-implementations.
+  ("left of" looks at x only, "above" at y only), with strict inequalities. An image counts
+  when ANY pair of detections above the score threshold (one box of A, one of B) satisfies the
+  relation, as published; not only each object's best box.
+
+How the two rules pick boxes differs, and `verdict_from_boxes` keeps each as published: GenEval
+compares the best-scoring box of each object, VISOR searches every pair.
 """
 
 from __future__ import annotations
@@ -144,22 +147,30 @@ def _best(boxes: list[Box]) -> Box:
     return max(boxes, key=lambda box: box.score)
 
 
+def _any_pair_holds(boxes_a: list[Box], boxes_b: list[Box], relation: str, rule: str) -> bool:
+    return any(relation_holds(a, b, relation, rule) for a in boxes_a for b in boxes_b)
+
+
 def verdict_from_boxes(
     boxes_a: list[Box], boxes_b: list[Box], relation: str, rule: str = "geneval"
 ) -> tuple[bool, bool, str]:
-    """(has_a, has_b, verdict) with verdict "ARB", "BRA" or "neither", from each object's best box.
+    """(has_a, has_b, verdict) with verdict "ARB", "BRA" or "neither".
 
-    ARB is checked first: under GenEval both directions cannot hold at once for the same
-    relation, and under VISOR they are mutually exclusive by the strict inequalities.
+    GenEval: the best box of each object decides. VISOR: ARB when any (A box, B box) pair
+    satisfies "A R B", else BRA when any pair satisfies "B R A". ARB is checked first: the
+    image counts as correct when the prompt's relation is found at all, as VISOR scores it.
     """
     canonical = canonical_relation(relation)
     check_rule(rule)
     has_a, has_b = bool(boxes_a), bool(boxes_b)
     if not (has_a and has_b):
         return has_a, has_b, "neither"
-    box_a, box_b = _best(boxes_a), _best(boxes_b)
-    if relation_holds(box_a, box_b, canonical, rule):
+    if rule == "visor":
+        candidates_a, candidates_b = boxes_a, boxes_b
+    else:
+        candidates_a, candidates_b = [_best(boxes_a)], [_best(boxes_b)]
+    if _any_pair_holds(candidates_a, candidates_b, canonical, rule):
         return True, True, "ARB"
-    if relation_holds(box_b, box_a, canonical, rule):
+    if _any_pair_holds(candidates_b, candidates_a, canonical, rule):
         return True, True, "BRA"
     return True, True, "neither"

@@ -1,8 +1,9 @@
 """Counting judged images into the paper's numbers: relation accuracy and OGA, with 95% intervals.
 
-Relation accuracy is the fraction of images whose verdict is the prompt's own direction (ARB);
-Object Generation Accuracy (OGA) the fraction where both objects were found (for the VLM judge:
-questions 1-3 all answered yes). Unreadable verdicts stay in the denominator, so a judge that
+Relation accuracy is the fraction of images with both objects present and the relation drawn the
+prompt's way round (the same definition under every judge, `JudgeResult.correct`); Object
+Generation Accuracy (OGA) the fraction where both objects were found (for the VLM judge:
+questions 1-3 all answered yes). Unreadable answers stay in the denominator, so a judge that
 cannot answer lowers accuracy rather than being quietly dropped, and their count is reported.
 """
 
@@ -44,11 +45,13 @@ class Tally:
     objects: int = 0
 
     def add(self, result: JudgeResult) -> None:
+        """Count one image under its one outcome (correct / swapped / neither / unreadable)."""
+        outcome = result.outcome
         self.n += 1
-        self.correct += result.verdict == "ARB"
-        self.swapped += result.verdict == "BRA"
-        self.neither += result.verdict == "neither"
-        self.unreadable += result.verdict is None
+        self.correct += outcome == "correct"
+        self.swapped += outcome == "swapped"
+        self.neither += outcome == "neither"
+        self.unreadable += outcome == "unreadable"
         self.objects += bool(result.both)
 
     def __add__(self, other: Tally) -> Tally:

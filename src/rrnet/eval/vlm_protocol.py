@@ -86,11 +86,32 @@ def _clean(text: str) -> str:
     return re.sub(r"^[^a-z0-9]+", "", text)
 
 
-def parse_yes_no(text: str) -> bool | None:
-    """True/False for a clear yes/no answer, None when hedged, contradictory or empty.
+def _mentions(cleaned: str, thing: str) -> bool:
+    """Whether the answer names `thing` (its words in order; a plural last word counts)."""
+    words = re.findall(r"[a-z0-9]+", thing.lower())
+    if not words:
+        return False
+    parts = [re.escape(word) for word in words]
+    parts[-1] += r"(?:s|es)?"
+    return re.search(r"\b" + r"[\s-]+".join(parts) + r"\b", cleaned) is not None
+
+
+def _affirms(cleaned: str, about: Sequence[str]) -> bool:
+    """A sentence-style yes counts only for what was asked: every asked object is named (or, for
+    several, the answer says "both"). "There are two dogs" does not answer "Is there any book?"."""
+    if not about:
+        return False
+    if all(_mentions(cleaned, thing) for thing in about):
+        return True
+    return len(about) > 1 and re.search(r"\bboth\b", cleaned) is not None
+
+
+def parse_yes_no(text: str, about: Sequence[str] = ()) -> bool | None:
+    """True/False for a clear yes/no answer, None when hedged, contradictory, off-topic or empty.
 
     A leading yes/no word decides ("No, but I can see a dog" is a no to "Is there a cat?").
-    Without one, sentence cues decide only when all cues agree.
+    Without one, sentence cues decide only when all cues agree, and a sentence-style yes must
+    name the asked object(s) `about`: an answer that does not clearly affirm them is not a yes.
     """
     cleaned = _clean(text)
     if not cleaned or _HEDGE.search(cleaned):
@@ -101,6 +122,8 @@ def parse_yes_no(text: str) -> bool | None:
         return True
     negative, positive = bool(_BODY_NO.search(cleaned)), bool(_BODY_YES.search(cleaned))
     if negative == positive:
+        return None
+    if positive and not _affirms(cleaned, about):
         return None
     return positive
 
@@ -228,16 +251,28 @@ class ProtocolAnswers:
 
     @property
     def verdict(self) -> str | None:
-        """The choice: "ARB", "BRA", "neither", or None when question 5's answer could not be parsed."""
+        """The choice: "ARB", "BRA", "neither", or None when question 5's answer could not be parsed.
+
+        Question 5 alone does not make an image correct: `JudgeResult.correct` also needs
+        questions 1-3 to confirm both objects.
+        """
         return self.choice
 
 
-def judge_from_answers(answers: Sequence[str], prompt_arb: str, prompt_bra: str) -> ProtocolAnswers:
-    """Parse the five raw answers (question 4 is kept but not scored)."""
+def judge_from_answers(
+    answers: Sequence[str], prompt_arb: str, prompt_bra: str, objects: tuple[str, str] = ("", "")
+) -> ProtocolAnswers:
+    """Parse the five raw answers (question 4 is kept but not scored).
+
+    `objects` (A, B) are what questions 1-3 ask about; a sentence-style answer must name them to
+    count as a yes (a bare "Yes" always does).
+    """
     if len(answers) != NUM_QUESTIONS:
         raise RRNetError(f"expected {NUM_QUESTIONS} answers to the VLM protocol, got {len(answers)}")
     raw = [str(answer) for answer in answers]
-    q1, q2, q3 = (parse_yes_no(raw[number - 1]) for number in SCORED_YES_NO)
+    a, b = objects
+    asked = {1: (a,), 2: (b,), 3: (a, b)}
+    q1, q2, q3 = (parse_yes_no(raw[number - 1], tuple(x for x in asked[number] if x)) for number in SCORED_YES_NO)
     choice = parse_choice(raw[CHOICE_QUESTION - 1], prompt_arb, prompt_bra)
     parsed = {1: q1, 2: q2, 3: q3, CHOICE_QUESTION: choice}
     unparseable = [number for number, value in parsed.items() if value is None]

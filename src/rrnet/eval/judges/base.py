@@ -4,6 +4,10 @@ Every judge (exact, VLM, detector) answers the same question for a batch of imag
 prompt, so the runner, the judgement cache and the metrics never depend on how a judge works.
 A verdict is "ARB" (the prompt's own direction), "BRA" (the swapped direction), "neither", or
 None when the judge's answer could not be read; None is reported, never counted as a guess.
+
+Relation accuracy means the same under every judge: an image is correct only when both objects
+are present and the relation holds the prompt's way round (`JudgeResult.correct`). Each image
+has exactly one `outcome`, so the counts of every judge add up the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from PIL import Image
 from rrnet.errors import RRNetError
 
 VERDICTS: tuple[str, ...] = ("ARB", "BRA", "neither")
+OUTCOMES: tuple[str, ...] = ("correct", "swapped", "neither", "unreadable")
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,17 @@ class JudgeResult:
 
     @property
     def correct(self) -> bool:
-        """The relation is drawn the prompt's way round."""
-        return self.verdict == "ARB"
+        """Both objects are present and the relation is drawn the prompt's way round."""
+        return self.outcome == "correct"
+
+    @property
+    def outcome(self) -> str:
+        """One of OUTCOMES: an unreadable answer is never a guess, a missing object is never correct."""
+        if self.verdict is None or self.unparseable:
+            return "unreadable"
+        if not self.both:
+            return "neither"
+        return {"ARB": "correct", "BRA": "swapped"}.get(self.verdict, "neither")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,7 +42,10 @@ DEFAULT_MODEL = "google/owlv2-base-patch16-ensemble"
 # 0.1 is the default of transformers' OWL post-processing and of the OWL model cards' examples.
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_TEMPLATE = "a photo of a {object}"
-DETAIL_BOXES = 10  # boxes kept per object in `detail` (best first); the verdict uses the best one
+DETAIL_BOXES = 10  # boxes kept per object in `detail` (best first)
+# Bump when a rule's reading of the same boxes changes (2: VISOR searches every box pair), so
+# cached verdicts are judged again.
+RULE_VERSION = 2
 
 
 def _short_name(model_id: str) -> str:
@@ -80,7 +83,8 @@ def _box_record(box: Box) -> list[float]:
 
 
 class DetectorJudge:
-    """Judge "A R B" for positional R from the best OWL-ViT/OWLv2 box of A and of B.
+    """Judge "A R B" for positional R from OWL-ViT/OWLv2 boxes of A and of B (GenEval: the best
+    box of each; VISOR: any pair of boxes above the threshold).
 
     `rule` is "geneval" or "visor" (see `rrnet.eval.geometry`); `threshold` is the detector score
     a box must exceed to count; `template` turns an object name into a text query.
@@ -163,6 +167,7 @@ class DetectorJudge:
             "model": self.model_id,
             "model_type": self.model_type,
             "rule": self.rule,
+            "rule_version": RULE_VERSION,
             "threshold": self.threshold,
             "template": self.template,
         }

@@ -34,6 +34,9 @@ FAMILIES: dict[str, str] = {
 DTYPES: dict[str, Any] = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Bump when the conversation layout changes (turn structure, where the image goes, answer cleanup).
 CONVERSATION_VERSION = 1
+# Bump when answer parsing changes what a cached answer is read as (2: a sentence-style yes must
+# name the asked object), so cached verdicts are judged again.
+PARSER_VERSION = 2
 
 Message = dict[str, Any]
 
@@ -166,6 +169,7 @@ class VLMJudge:
             "decoding": "greedy",
             "max_new_tokens": self.max_new_tokens,
             "conversation": CONVERSATION_VERSION,
+            "parser": PARSER_VERSION,
             "questions": _questions_version(),
             "chat_template": _short_hash(json.dumps(template, sort_keys=True)),
         }
@@ -177,7 +181,8 @@ class VLMJudge:
         for start in range(0, len(images), self.batch_size):
             chunk = [image.convert("RGB") for image in images[start:start + self.batch_size]]
             for answers in self.converse(chunk, asked):
-                results.append(self._result(judge_from_answers(answers, query.prompt, query.swapped_prompt)))
+                parsed = judge_from_answers(answers, query.prompt, query.swapped_prompt, (query.object_a, query.object_b))
+                results.append(self._result(parsed))
         return results
 
     def converse(self, images: list[Image.Image], asked: Sequence[str]) -> list[list[str]]:
