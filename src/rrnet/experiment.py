@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -197,6 +198,20 @@ def report_markdown(results: dict[str, Any], osp: list[dict[str, Any]], unseen: 
     return "\n".join(lines)
 
 
+def released_before(judges: Sequence[Judge | Callable[[], Judge]], release: Callable[[], None]) -> list[Callable[[], Judge]]:
+    """Judge factories that first release the diffusion pipeline: a judge model (a 7B VLM) never
+    shares the accelerator with it. The pipeline is loaded again if a later step needs it."""
+    from rrnet.eval.runner import as_judge
+
+    def factory(source):
+        def build() -> Judge:
+            release()
+            return as_judge(source)
+        return build
+
+    return [factory(source) for source in judges]
+
+
 def run_experiment(
     load_pipe: Callable[[], Any],
     model_id: str,
@@ -219,6 +234,16 @@ def run_experiment(
         if "pipe" not in cache:
             cache["pipe"] = load_pipe()
         return cache["pipe"]
+
+    def release_pipe() -> None:
+        if cache.pop("pipe", None) is not None:
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    judges = released_before(judges, release_pipe)
 
     root = out / "checkpoints"
     trained = train_all(pipe_getter, model_id, specs, config, root, progress)

@@ -10,7 +10,10 @@ The text encoder, UNet and VAE are frozen and never change.
 from __future__ import annotations
 
 import json
+import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,9 +22,12 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from rrnet.backbone_state import backbone_modules, freeze, is_checkpointing, preserved_flags, preserved_unet_switches
 from rrnet.data import RelationSpec, load_images
+from rrnet.errors import RRNetError
 from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs
 from rrnet.losses import PairLoss, denoising_target, relation_compelling_loss, sample_timestep
+from rrnet.mixed_precision import backward_and_step, gradient_scaler
 from rrnet.rectifier import EncodedPrompt, RectifierConfig, RelationRectifier, Triplet, add_at_eot, encode_prompt
 
 PAIR_STEPS: tuple[tuple[str, str], ...] = (
@@ -227,18 +233,11 @@ def rectified_eot_cosine(rectifier: RelationRectifier, prepared: PreparedRelatio
     return F.cosine_similarity(a, b, dim=0).item()
 
 
-def freeze(pipe) -> None:
-    """Freeze every backbone model: only the rectifier is trained."""
-    for module in (pipe.text_encoder, pipe.unet, pipe.vae):
-        module.requires_grad_(False)
-        module.eval()
-
-
 def configure_unet(pipe, config: TrainConfig) -> None:
     """Memory/speed switches on the frozen UNet: activation checkpointing and `torch.compile`."""
     if config.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
-    elif getattr(pipe.unet, "gradient_checkpointing", False):
+    elif is_checkpointing(pipe.unet):
         pipe.unet.disable_gradient_checkpointing()
     if config.compile_unet and getattr(pipe.unet, "_compiled_call_impl", None) is None:
         pipe.unet.compile()  # in place, once
@@ -252,8 +251,26 @@ def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | None = None) -
     if spec is not None:
         rc.triplets = [asdict(Triplet(spec.object_a, spec.relation, spec.object_b))]
         rc.prompts = [[spec.prompt, spec.swapped_prompt]]
-    torch.manual_seed(config.seed)
-    return RelationRectifier(rc).to(pipe.unet.device)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's global RNG is untouched
+        torch.manual_seed(config.seed)
+        rectifier = RelationRectifier(rc)
+    return rectifier.to(pipe.unet.device)
+
+
+@contextmanager
+def training_backbone(pipe, config: TrainConfig) -> Iterator[None]:
+    """Freeze the backbone and set the UNet's speed switches for one run; hand it back as it was."""
+    with preserved_flags(backbone_modules(pipe).values()), preserved_unet_switches(pipe.unet):
+        freeze(pipe)
+        configure_unet(pipe, config)
+        yield
+
+
+def check_finite(value: float, step: int, epoch: int) -> None:
+    """A loss that is NaN or infinite ends training with one line; nothing is saved from it."""
+    if not math.isfinite(value):
+        raise RRNetError(f"training stopped: the loss became {value} at step {step} (epoch {epoch}); "
+                         "no rectifier was written. Try a lower --learning_rate")
 
 
 def setup_training(pipe, spec: RelationSpec, config: TrainConfig):
@@ -281,9 +298,29 @@ def train_rectifier(
     """Train a rectifier for one relation; returns it and the per-epoch history.
 
     With `output_dir`, writes `train_log.jsonl` (one line per epoch) and the final checkpoint.
+    The pipeline is handed back as it came (flags, speed switches); the global RNG is not reseeded.
     """
     config = config or TrainConfig()
-    rectifier, prepared, noise_scheduler, optimizer, generator = setup_training(pipe, spec, config)
+    with training_backbone(pipe, config):
+        rectifier = new_rectifier(pipe, config, spec)
+        prepared = prepare_relation(pipe, rectifier, spec, config)
+        history = _fit(pipe, rectifier, prepared, config, output_dir, progress)
+    rectifier.eval()
+    rectifier.config.backbone = model_id
+    rectifier.config.training = asdict(config)
+    if output_dir is not None:
+        rectifier.save_pretrained(output_dir)
+    return rectifier, history
+
+
+def _fit(pipe, rectifier: RelationRectifier, prepared: PreparedRelation, config: TrainConfig,
+         output_dir: str | Path | None, progress: bool) -> list[dict]:
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    optimizer = torch.optim.AdamW(rectifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = gradient_scaler(pipe)
+    generator = torch.Generator().manual_seed(config.seed)
     picker = random.Random(config.seed)
     steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
     base_cosine = rectified_eot_cosine(rectifier, prepared, alpha=0.0)
@@ -295,17 +332,19 @@ def train_rectifier(
     history = []
     rectifier.train()
     bar = tqdm(range(config.epochs), desc="train", disable=not progress)
+    step = 0
     try:
         for epoch in bar:
             chosen = {name: picker.randrange(len(s.latent_mean)) for name, s in prepared.sides.items()}
             record = {"epoch": epoch + 1, "steps": {}}
             for pair in steps:
                 result = pair_step_loss(pipe, rectifier, prepared, pair, chosen, config, noise_scheduler, generator)
-                optimizer.zero_grad(set_to_none=True)
-                result.loss.backward()
-                optimizer.step()
+                step += 1
+                loss = result.loss.item()
+                check_finite(loss, step, epoch + 1)
+                backward_and_step(result.loss, optimizer, scaler)
                 record["steps"]["/".join(pair)] = {
-                    "loss": result.loss.item(),
+                    "loss": loss,
                     "positive": result.positive.item(),
                     "negative": None if result.negative is None else result.negative.item(),
                 }
@@ -321,9 +360,4 @@ def train_rectifier(
     finally:
         if log_file:
             log_file.close()
-    rectifier.eval()
-    rectifier.config.backbone = model_id
-    rectifier.config.training = asdict(config)
-    if output_dir is not None:
-        rectifier.save_pretrained(output_dir)
-    return rectifier, history
+    return history

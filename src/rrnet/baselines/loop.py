@@ -26,6 +26,7 @@ from rrnet.baselines.exemplars import Exemplar
 from rrnet.baselines.pipeline_state import check_no_backbone_gradients
 from rrnet.errors import RRNetError
 from rrnet.losses import denoising_target, sample_timestep
+from rrnet.mixed_precision import backward_and_step, gradient_scaler
 from rrnet.tokens import tokenize_prompt
 from rrnet.train import unet_predict
 
@@ -60,7 +61,7 @@ def denoising_loss(
     return F.mse_loss(pred, target.float())
 
 
-def _epoch(pipe, exemplars, encode, optimizer, noise_scheduler, config, generator, picker) -> dict:
+def _epoch(pipe, exemplars, encode, optimizer, scaler, noise_scheduler, config, generator, picker, desc) -> dict:
     """One pass over the exemplars in a seeded random order; returns the step losses and their mean."""
     order = list(range(len(exemplars)))
     picker.shuffle(order)
@@ -68,10 +69,12 @@ def _epoch(pipe, exemplars, encode, optimizer, noise_scheduler, config, generato
     for start in range(0, len(order), config.batch_size):
         batch = [exemplars[i] for i in order[start : start + config.batch_size]]
         loss = denoising_loss(pipe, batch, encode, noise_scheduler, config, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RRNetError(f"{desc}: training stopped, the loss became {value}; no checkpoint was written. "
+                             "Try a lower --learning_rate")
+        backward_and_step(loss, optimizer, scaler)
+        losses.append(value)
     return {"loss": sum(losses) / len(losses), "losses": losses}
 
 
@@ -95,6 +98,7 @@ def fit(
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay)
+    scaler = gradient_scaler(pipe)
     generator = torch.Generator().manual_seed(config.seed)
     picker = random.Random(config.seed)
     if output_dir is not None:
@@ -106,11 +110,9 @@ def fit(
     with open(log_path, "w", encoding="utf-8") if log_path else nullcontext() as log_file:
         try:
             for epoch in bar:
-                record = _epoch(pipe, exemplars, encode, optimizer, noise_scheduler, config, generator, picker)
+                record = _epoch(pipe, exemplars, encode, optimizer, scaler, noise_scheduler, config, generator, picker,
+                                desc)
                 record = {"epoch": epoch + 1, **record}
-                if not math.isfinite(record["loss"]):
-                    raise RRNetError(f"{desc}: loss became {record['loss']} in epoch {epoch + 1}; "
-                                     "try a lower --learning_rate")
                 history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if log_file is not None:

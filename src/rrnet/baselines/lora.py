@@ -63,8 +63,9 @@ def lora_adapter(unet, config: BaselineConfig) -> Iterator[list[torch.nn.Paramet
     loaded_flag = getattr(unet, "_hf_peft_config_loaded", _ABSENT)
     lora_config = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, init_lora_weights=True,
                              target_modules=list(config.lora_targets))
-    torch.manual_seed(config.seed)
-    unet.add_adapter(lora_config, adapter_name=ADAPTER_NAME)
+    with torch.random.fork_rng(devices=[unet.device] if unet.device.type == "cuda" else []):
+        torch.manual_seed(config.seed)  # seeded LoRA initialisation; the caller's global RNG is untouched
+        unet.add_adapter(lora_config, adapter_name=ADAPTER_NAME)
     try:
         params = [p for n, p in unet.named_parameters() if ".lora_" in n]
         if not params:

@@ -42,7 +42,6 @@ def train_personalized(
     config.check()
     with frozen_backbone(pipe):
         exemplars = prepare_exemplars(pipe, spec, config)
-        torch.manual_seed(config.seed)
         tuned = copy.deepcopy(pipe.text_encoder).float().requires_grad_(True).train()
         tokenizer = pipe.tokenizer
 

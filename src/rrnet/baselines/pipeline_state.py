@@ -13,35 +13,10 @@ from contextlib import contextmanager
 
 import torch
 
-from rrnet.train import freeze
+from rrnet.backbone_state import backbone_modules, frozen_backbone, preserved_flags
 
-
-def backbone_modules(pipe) -> dict[str, torch.nn.Module]:
-    return {"text_encoder": pipe.text_encoder, "unet": pipe.unet, "vae": pipe.vae}
-
-
-@contextmanager
-def preserved_flags(modules: Iterable[torch.nn.Module]) -> Iterator[None]:
-    """Put back each module's train/eval mode and each parameter's `requires_grad` on exit.
-
-    (diffusers' `load_lora_weights` freezes the UNet's own weights, for example.)
-    """
-    saved = [(module, module.training, [(p, p.requires_grad) for p in module.parameters()]) for module in modules]
-    try:
-        yield
-    finally:
-        for module, training, flags in saved:
-            module.train(training)
-            for param, requires_grad in flags:
-                param.requires_grad_(requires_grad)
-
-
-@contextmanager
-def frozen_backbone(pipe) -> Iterator[None]:
-    """Freeze text encoder, UNet and VAE (RRNet's `freeze`); restore their flags afterwards."""
-    with preserved_flags(backbone_modules(pipe).values()):
-        freeze(pipe)
-        yield
+__all__ = ["backbone_modules", "check_no_backbone_gradients", "frozen_backbone", "preserved_flags", "preserved_rng",
+           "quiet_loaders"]
 
 
 def check_no_backbone_gradients(pipe, trainable: Iterable[torch.nn.Parameter] = ()) -> None:

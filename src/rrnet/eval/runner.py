@@ -358,7 +358,8 @@ def row_fid(row: Row, options: FIDOptions, settings: EvalSettings, output_dir: P
 JudgeSource = Judge | Callable[[], Judge]
 
 
-def _as_judge(source: JudgeSource) -> Judge:
+def as_judge(source: JudgeSource) -> Judge:
+    """A judge, built now if `source` is a factory."""
     return source if isinstance(source, Judge) and not isinstance(source, type) else source()
 
 
@@ -397,7 +398,7 @@ def evaluate(
     judged: dict[str, dict[str, Any]] = {row.label: {} for row in rows}
     judge_info = []
     for source in judges:
-        judge = _as_judge(source)
+        judge = as_judge(source)
         if judge.label in (info["label"] for info in judge_info):
             raise RRNetError(f"two judges share the label {judge.label!r}")
         judge_info.append({"label": judge.label, "key": judge_key(judge), **judge.describe()})
