@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -82,3 +83,27 @@ def atomic_write_folder(target: str | Path, save: Callable[[Path], object]) -> P
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# the names `atomic_write` / `atomic_write_folder` give their temporaries: ".NAME-" + 8 random
+# characters (+ the file's suffix)
+_TEMPORARY = re.compile(r"^\..+-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete temporaries that killed writers left in `folder` (hidden, never read as complete).
+
+    Only for a folder whose writers are known to be stopped: the caller holds its lock.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if _TEMPORARY.match(entry.name) and not entry.name.endswith((".complete", ".old", ".lock")):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rrnet.errors import RRNetError
+from rrnet.interruption import TrainingInterrupted
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -21,9 +22,27 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no_progress", action="store_true", help="hide progress bars")
 
 
+def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
+    """diffusers' resumable-training flags, shared by `train` and `baseline`."""
+    p.add_argument("--checkpointing_steps", type=int, default=None,
+                   help="write the full training state to OUTPUT/checkpoint-N every N optimiser steps")
+    p.add_argument("--resume_from_checkpoint", default=None, metavar="latest|PATH",
+                   help="continue from OUTPUT's latest checkpoint or a checkpoint folder (same weights as an uninterrupted run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an output folder that holds a finished result or another run's checkpoints")
+
+
+def _checkpointing(args):
+    from rrnet.resume import Checkpointing
+
+    return Checkpointing(every=args.checkpointing_steps, resume_from=args.resume_from_checkpoint,
+                         overwrite=args.overwrite)
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a rectifier for one relation")
     _model_flags(p)
+    _checkpoint_flags(p)
     p.add_argument("--data", required=True, help="relation folder (official index.json layout) or manifest (.json/.toml)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--learning_rate", type=float, default=3e-4)
@@ -200,8 +219,15 @@ def run_train(args) -> None:
     from rrnet.data import load_relation
     from rrnet.train import TrainConfig, train_rectifier
 
-    _check_positive(args, "epochs", "learning_rate", "resolution", "hidden_size", "heads", "num_layers")
+    from rrnet.locking import folder_lock
+    from rrnet.resume import check_output_folder
+    from rrnet.train import rectifier_finished
+    from rrnet.validation import check_output_dir
+
+    _check_positive(args, "epochs", "learning_rate", "resolution", "hidden_size", "heads", "num_layers",
+                    "checkpointing_steps")
     spec = load_relation(args.data)
+    checkpointing = _checkpointing(args)
     config = TrainConfig(
         epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         positive_weight=args.positive_weight, negative_weight=args.negative_weight,
@@ -213,8 +239,12 @@ def run_train(args) -> None:
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot",
     )
-    pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
-    _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model, progress=not args.no_progress)
+    check_output_dir(args.output_dir)
+    with folder_lock(args.output_dir):  # held from the checks to the last file written
+        check_output_folder(args.output_dir, rectifier_finished(args.output_dir), checkpointing, "rectifier")
+        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
+        _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model,
+                                     progress=not args.no_progress, checkpointing=checkpointing)
     last = history[-1]
     print(f"trained {spec.name}: loss {last['loss']:.4f}, EOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}")
     print(f"rectifier saved to {args.output_dir}")
@@ -290,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except RRNetError as exc:
         print(f"rrnet: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(f"rrnet: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("rrnet: interrupted", file=sys.stderr)
         return 130

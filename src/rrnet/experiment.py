@@ -30,6 +30,7 @@ from rrnet.errors import DataError, RRNetError
 from rrnet.eval.judges.base import Judge
 from rrnet.eval.report import table_markdown
 from rrnet.eval.runner import DATASET, EvalSettings, FIDOptions, evaluate
+from rrnet.interruption import TrainingInterrupted
 from rrnet.train import TrainConfig
 
 # RRNet and its ablations: TrainConfig overrides (paper Table 2, plus one the paper did not run)
@@ -90,6 +91,7 @@ def train_all(pipe_getter: Callable[[], Any], model_id: str, specs: Sequence[Rel
               root: Path, progress: bool = True) -> dict[str, list[str]]:
     """Train every missing (variant, relation) checkpoint; returns what was trained and skipped."""
     from rrnet.baselines import BaselineConfig, train_baseline
+    from rrnet.resume import Checkpointing, latest_checkpoint
     from rrnet.train import train_rectifier
 
     done: dict[str, list[str]] = {"trained": [], "skipped": []}
@@ -103,13 +105,20 @@ def train_all(pipe_getter: Callable[[], Any], model_id: str, specs: Sequence[Rel
             if progress:
                 print(f"training {tag}")
             pipe = pipe_getter()
-            if variant in ABLATIONS:
-                train_rectifier(pipe, spec, dataclasses.replace(config.train, **ABLATIONS[variant]), folder,
-                                model_id=model_id, progress=progress)
-            else:
-                t = config.train
-                baseline = BaselineConfig(epochs=config.baseline_epochs or t.epochs, seed=t.seed, resolution=t.resolution)
-                train_baseline(variant, pipe, spec, baseline, folder, progress=progress, model_id=model_id)
+            # a run stopped with Ctrl-C left a checkpoint: continue it
+            resume = Checkpointing(resume_from="latest" if latest_checkpoint(folder) else None)
+            try:
+                if variant in ABLATIONS:
+                    train_rectifier(pipe, spec, dataclasses.replace(config.train, **ABLATIONS[variant]), folder,
+                                    model_id=model_id, progress=progress, checkpointing=resume)
+                else:
+                    t = config.train
+                    baseline = BaselineConfig(epochs=config.baseline_epochs or t.epochs, seed=t.seed,
+                                              resolution=t.resolution)
+                    train_baseline(variant, pipe, spec, baseline, folder, progress=progress, model_id=model_id,
+                                   checkpointing=resume)
+            except TrainingInterrupted as stopped:
+                raise TrainingInterrupted(stopped.checkpoint, stopped.step, "run the same command again to continue") from None
             done["trained"].append(tag)
     return done
 

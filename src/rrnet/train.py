@@ -9,7 +9,6 @@ The text encoder, UNet and VAE are frozen and never change.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -24,11 +23,30 @@ from tqdm.auto import tqdm
 
 from rrnet.backbone_state import backbone_modules, freeze, is_checkpointing, preserved_flags, preserved_unet_switches
 from rrnet.data import RelationSpec, load_images
-from rrnet.errors import RRNetError
+from rrnet.errors import CheckpointError, RRNetError
 from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs
+from rrnet.locking import output_lock
 from rrnet.losses import PairLoss, denoising_target, relation_compelling_loss, sample_timestep
 from rrnet.mixed_precision import backward_and_step, gradient_scaler
-from rrnet.rectifier import EncodedPrompt, RectifierConfig, RelationRectifier, Triplet, add_at_eot, encode_prompt
+from rrnet.rectifier import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    EncodedPrompt,
+    RectifierConfig,
+    RelationRectifier,
+    Triplet,
+    add_at_eot,
+    encode_prompt,
+)
+from rrnet.resume import (
+    Checkpointer,
+    Checkpointing,
+    RunLog,
+    files_digest,
+    start_output,
+    stop_requests,
+    training_rng,
+)
 
 PAIR_STEPS: tuple[tuple[str, str], ...] = (
     ("prompt", "swapped"),
@@ -287,6 +305,43 @@ def setup_training(pipe, spec: RelationSpec, config: TrainConfig):
     return rectifier, prepared, noise_scheduler, optimizer, generator
 
 
+# TrainConfig fields that may differ when a run is resumed: the length of the run, and speed
+# switches that give the same results (up to float rounding)
+RESUME_MAY_CHANGE = frozenset({"epochs", "cache_latents", "cache_text", "batch_unet", "gradient_checkpointing",
+                               "compile_unet"})
+
+
+def rectifier_finished(output_dir: str | Path) -> bool:
+    """Whether a folder holds a complete rectifier (its config is written last)."""
+    return (Path(output_dir) / CONFIG_NAME).is_file() and (Path(output_dir) / WEIGHTS_NAME).is_file()
+
+
+def discard_rectifier(output_dir: str | Path) -> None:
+    """Remove a finished rectifier before a run replaces it, config first: from then on the folder
+    never loads, so an interrupted run cannot leave old weights beside a new log."""
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        (Path(output_dir) / name).unlink(missing_ok=True)
+
+
+def _model_key(model_id: str | None) -> str | None:
+    if model_id is not None and Path(model_id).exists():
+        return str(Path(model_id).resolve())
+    return model_id
+
+
+def run_identity(pipe, spec: RelationSpec, config: TrainConfig, model_id: str | None) -> dict:
+    """What a checkpoint must agree with to be resumed: recipe, relation and its images, model."""
+    images = [*spec.images_prompt, *spec.images_swapped, *spec.images_a, *spec.images_b]
+    return {
+        "kind": "rrnet-rectifier",
+        "config": {k: v for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE},
+        "relation": {"words": [spec.object_a, spec.relation, spec.object_b],
+                     "prompts": [spec.prompt, spec.swapped_prompt], "images": files_digest(images)},
+        "model": _model_key(model_id),
+        "dtype": str(pipe.unet.dtype),
+    }
+
+
 def train_rectifier(
     pipe,
     spec: RelationSpec,
@@ -294,27 +349,49 @@ def train_rectifier(
     output_dir: str | Path | None = None,
     model_id: str | None = None,
     progress: bool = True,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[RelationRectifier, list[dict]]:
     """Train a rectifier for one relation; returns it and the per-epoch history.
 
-    With `output_dir`, writes `train_log.jsonl` (one line per epoch) and the final checkpoint.
-    The pipeline is handed back as it came (flags, speed switches); the global RNG is not reseeded.
+    With `output_dir`, writes `train_log.jsonl` (one line per epoch), `checkpoint-N/` folders as
+    `checkpointing` asks (and on Ctrl-C, raising `TrainingInterrupted`), and the rectifier last.
+    `checkpointing.resume_from` continues a run to the same weights an uninterrupted run ends
+    with. The pipeline is handed back as it came (flags, speed switches); the caller's global
+    random streams are left as they were.
     """
     config = config or TrainConfig()
-    with training_backbone(pipe, config):
+    checkpointing = checkpointing or Checkpointing()
+    with output_lock(output_dir):
+        return _train_locked(pipe, spec, config, output_dir, model_id, progress, checkpointing)
+
+
+def _train_locked(pipe, spec: RelationSpec, config: TrainConfig, output_dir: str | Path | None, model_id: str | None,
+                  progress: bool, checkpointing: Checkpointing) -> tuple[RelationRectifier, list[dict]]:
+    if output_dir is None and (checkpointing.every or checkpointing.resume_from):
+        raise RRNetError("checkpointing and resuming need an output folder")
+    with training_backbone(pipe, config), training_rng(config.seed, pipe.unet.device):
         rectifier = new_rectifier(pipe, config, spec)
-        prepared = prepare_relation(pipe, rectifier, spec, config)
-        history = _fit(pipe, rectifier, prepared, config, output_dir, progress)
+        prepared = prepare_relation(pipe, rectifier, spec, config)  # words, prompts, images: checked before any write
+        identity = run_identity(pipe, spec, config, model_id)
+        resume = None
+        if output_dir is not None:
+            resume = start_output(output_dir, checkpointing, rectifier_finished(output_dir),
+                                  lambda: discard_rectifier(output_dir), "rectifier")
+        history = _fit(pipe, rectifier, prepared, config, output_dir, progress, checkpointing, identity, resume)
     rectifier.eval()
     rectifier.config.backbone = model_id
     rectifier.config.training = asdict(config)
     if output_dir is not None:
-        rectifier.save_pretrained(output_dir)
+        if not all(torch.isfinite(p).all() for p in rectifier.parameters()):
+            raise RRNetError("training stopped: the rectifier's weights are not finite; no rectifier was written")
+        rectifier.save_pretrained(output_dir)  # weights, then config.json: the folder loads from that rename on
     return rectifier, history
 
 
 def _fit(pipe, rectifier: RelationRectifier, prepared: PreparedRelation, config: TrainConfig,
-         output_dir: str | Path | None, progress: bool) -> list[dict]:
+         output_dir: str | Path | None, progress: bool, checkpointing: Checkpointing, identity: dict,
+         resume: Path | None) -> list[dict]:
+    """The training loop: epochs of pair steps, each step one optimiser step, resumable at any step."""
     from diffusers import DDPMScheduler
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -325,39 +402,50 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: PreparedRelation, config:
     steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
     base_cosine = rectified_eot_cosine(rectifier, prepared, alpha=0.0)
 
-    log_file = None
-    if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        log_file = open(Path(output_dir) / "train_log.jsonl", "w", encoding="utf-8")
-    history = []
-    rectifier.train()
-    bar = tqdm(range(config.epochs), desc="train", disable=not progress)
-    step = 0
-    try:
-        for epoch in bar:
-            chosen = {name: picker.randrange(len(s.latent_mean)) for name, s in prepared.sides.items()}
-            record = {"epoch": epoch + 1, "steps": {}}
-            for pair in steps:
-                result = pair_step_loss(pipe, rectifier, prepared, pair, chosen, config, noise_scheduler, generator)
-                step += 1
-                loss = result.loss.item()
-                check_finite(loss, step, epoch + 1)
-                backward_and_step(result.loss, optimizer, scaler)
-                record["steps"]["/".join(pair)] = {
-                    "loss": loss,
-                    "positive": result.positive.item(),
-                    "negative": None if result.negative is None else result.negative.item(),
-                }
-            losses = [s["loss"] for s in record["steps"].values()]
-            record["loss"] = sum(losses) / len(losses)
-            record["eot_cosine"] = rectified_eot_cosine(rectifier, prepared)
-            record["eot_cosine_base"] = base_cosine
-            history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", cos=f"{record['eot_cosine']:.3f}")
-            if log_file:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-    finally:
-        if log_file:
-            log_file.close()
-    return history
+    with stop_requests() as stop:
+        saver = Checkpointer(output_dir, checkpointing, identity, {"rectifier": rectifier}, optimizer, scaler,
+                             {"train": generator}, {"picker": picker}, stop)
+        # step: optimiser steps done; epoch: epochs done; position: pair steps done in the current epoch
+        state: dict = {"step": 0, "epoch": 0, "position": 0, "chosen": None, "record": None, "history": []}
+        if resume is not None:
+            state = saver.load(resume)
+            if state["epoch"] > config.epochs:
+                raise CheckpointError(f"{resume}: the run is past epoch {state['epoch']}, beyond --epochs {config.epochs}")
+        log = RunLog(output_dir, state["history"]) if output_dir is not None else None
+        rectifier.train()
+        bar = tqdm(range(state["epoch"], config.epochs), desc="train", disable=not progress,
+                   initial=state["epoch"], total=config.epochs)
+        try:
+            for epoch in bar:
+                if state["position"] == 0:
+                    state["chosen"] = {name: picker.randrange(len(s.latent_mean)) for name, s in prepared.sides.items()}
+                    state["record"] = {"epoch": epoch + 1, "steps": {}}
+                for index in range(state["position"], len(steps)):
+                    pair = steps[index]
+                    result = pair_step_loss(pipe, rectifier, prepared, pair, state["chosen"], config, noise_scheduler,
+                                            generator)
+                    loss = result.loss.item()
+                    check_finite(loss, state["step"] + 1, epoch + 1)
+                    backward_and_step(result.loss, optimizer, scaler)
+                    state["record"]["steps"]["/".join(pair)] = {
+                        "loss": loss,
+                        "positive": result.positive.item(),
+                        "negative": None if result.negative is None else result.negative.item(),
+                    }
+                    state["step"] += 1
+                    state["position"] = index + 1
+                    saver.after_step(state)
+                record = state["record"]
+                losses = [s["loss"] for s in record["steps"].values()]
+                record["loss"] = sum(losses) / len(losses)
+                record["eot_cosine"] = rectified_eot_cosine(rectifier, prepared)
+                record["eot_cosine_base"] = base_cosine
+                state["history"].append(record)
+                state.update(epoch=epoch + 1, position=0, chosen=None, record=None)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", cos=f"{record['eot_cosine']:.3f}")
+                if log is not None:
+                    log.write(record)
+        finally:
+            if log is not None:
+                log.close()
+    return state["history"]

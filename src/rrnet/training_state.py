@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rrnet.atomic import atomic_write, atomic_write_text
@@ -30,10 +30,16 @@ def save_state(
     step: int,
     rng: np.random.Generator | None = None,
     extra: dict | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write `{path}.safetensors` (tensors) and `{path}.json` (step, optimiser groups, RNG, extra)."""
+    """Write `{path}.safetensors` (tensors) and `{path}.json` (step, optimiser groups, RNG, extra).
+
+    `tensors` are further named tensors (generator states, say); `load_state` returns them.
+    """
     path = Path(path)
+    extra_tensors = {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()}
     tensors = {f"module.{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors.update(extra_tensors)
     meta: dict = {"step": step, "extra": extra or {}}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -56,7 +62,8 @@ def load_state(
     optimizer: torch.optim.Optimizer | None = None,
     rng: np.random.Generator | None = None,
 ) -> dict:
-    """Restore what `save_state` wrote; returns the JSON metadata (with `step`)."""
+    """Restore what `save_state` wrote; returns the JSON metadata (with `step`, and the extra
+    `tensors` by name). A missing or damaged entry is a CheckpointError."""
     path = Path(path)
     try:
         with safe_open(path.with_suffix(".safetensors"), framework="pt") as f:
@@ -77,10 +84,13 @@ def load_state(
         if rng is not None and "rng_numpy" in meta:
             rng.bit_generator.state = meta["rng_numpy"]
         meta["step"] = int(meta["step"])
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or damaged training checkpoint ({type(exc).__name__}: {exc})") from None
+        meta["tensors"] = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: unreadable or damaged training checkpoint ({type(exc).__name__}: {reason})") from None
     return meta
 
 
 def has_state(path: str | Path) -> bool:
+    """Whether a training checkpoint file exists at `path` (it may still be damaged)."""
     return Path(path).with_suffix(".safetensors").is_file()

@@ -7,6 +7,7 @@ The lead's `rrnet.cli` adds the parser with `add_baseline_parser(sub)` and dispa
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rrnet.baselines.config import DEFAULT_LEARNING_RATES, LORA_TARGETS
 
@@ -21,13 +22,14 @@ _HELP = {
 def add_baseline_parser(sub) -> argparse.ArgumentParser:
     """`rrnet baseline KIND --model M --data RELATION --output_dir D [...]`."""
     # imported here, not at the top: rrnet.cli may import this module
-    from rrnet.cli import _model_flags
+    from rrnet.cli import _checkpoint_flags, _model_flags
 
     p = sub.add_parser("baseline", help="train a baseline (personalized, textual inversion, LoRA) on one relation")
     kinds = p.add_subparsers(dest="baseline_kind", required=True, metavar="{" + ",".join(CLI_KINDS) + "}")
     for cli_kind, kind in CLI_KINDS.items():
         k = kinds.add_parser(cli_kind, help=_HELP[cli_kind])
         _model_flags(k)
+        _checkpoint_flags(k)
         k.add_argument("--data", required=True, help="relation folder (official index.json layout) or manifest (.json/.toml)")
         k.add_argument("--epochs", type=int, default=100, help="passes over both prompts' exemplar images")
         k.add_argument("--learning_rate", type=float, default=None,
@@ -62,16 +64,26 @@ def config_from_args(args):
 def run_baseline(args) -> None:
     from rrnet.backbones.loading import load_pipeline
     from rrnet.baselines.training import train_baseline
-    from rrnet.cli import _check_positive
+    from rrnet.baselines.checkpoint import RECORD_NAME
+    from rrnet.cli import _check_positive, _checkpointing
     from rrnet.data import load_relation
+    from rrnet.locking import folder_lock
+    from rrnet.resume import check_output_folder
+    from rrnet.validation import check_output_dir
 
-    _check_positive(args, "epochs", "learning_rate", "batch_size", "resolution", "rank", "lora_alpha")
+    _check_positive(args, "epochs", "learning_rate", "batch_size", "resolution", "rank", "lora_alpha",
+                    "checkpointing_steps")
     kind = CLI_KINDS[args.baseline_kind]
     config = config_from_args(args)
     config.check()
     spec = load_relation(args.data)
-    pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
-    _, history = train_baseline(kind, pipe, spec, config, args.output_dir, progress=not args.no_progress,
-                                model_id=args.model)
+    checkpointing = _checkpointing(args)
+    check_output_dir(args.output_dir)
+    with folder_lock(args.output_dir):  # held from the checks to baseline.json
+        finished = (Path(args.output_dir) / RECORD_NAME).is_file()
+        check_output_folder(args.output_dir, finished, checkpointing, f"{kind} baseline")
+        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
+        _, history = train_baseline(kind, pipe, spec, config, args.output_dir, progress=not args.no_progress,
+                                    model_id=args.model, checkpointing=checkpointing)
     print(f"trained {args.baseline_kind} baseline for {spec.name}: loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}")
     print(f"checkpoint saved to {args.output_dir}")

@@ -9,31 +9,32 @@ shuffle).
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from rrnet.baselines.checkpoint import discard_record
+from rrnet.baselines.checkpoint import RECORD_NAME, discard_record
 from rrnet.baselines.config import BaselineConfig
 from rrnet.baselines.exemplars import Exemplar
 from rrnet.baselines.pipeline_state import check_no_backbone_gradients
-from rrnet.errors import RRNetError
+from rrnet.data import RelationSpec
+from rrnet.errors import CheckpointError, RRNetError
+from rrnet.locking import output_lock
 from rrnet.losses import denoising_target, sample_timestep
 from rrnet.mixed_precision import backward_and_step, gradient_scaler
+from rrnet.resume import Checkpointer, Checkpointing, RunLog, files_digest, start_output, stop_requests, training_rng
 from rrnet.tokens import tokenize_prompt
 from rrnet.train import unet_predict
 
 Encoder = Callable[[list[str]], torch.Tensor]
 """Texts -> prompt embeddings (B, L, D), with gradients into whatever is being trained."""
 
-LOG_NAME = "train_log.jsonl"
+LOG_NAME = "train_log.jsonl"  # the same name RRNet's training writes (rrnet.resume.LOG_NAME)
 
 
 def token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
@@ -61,21 +62,18 @@ def denoising_loss(
     return F.mse_loss(pred, target.float())
 
 
-def _epoch(pipe, exemplars, encode, optimizer, scaler, noise_scheduler, config, generator, picker, desc) -> dict:
-    """One pass over the exemplars in a seeded random order; returns the step losses and their mean."""
-    order = list(range(len(exemplars)))
-    picker.shuffle(order)
-    losses = []
-    for start in range(0, len(order), config.batch_size):
-        batch = [exemplars[i] for i in order[start : start + config.batch_size]]
-        loss = denoising_loss(pipe, batch, encode, noise_scheduler, config, generator)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise RRNetError(f"{desc}: training stopped, the loss became {value}; no checkpoint was written. "
-                             "Try a lower --learning_rate")
-        backward_and_step(loss, optimizer, scaler)
-        losses.append(value)
-    return {"loss": sum(losses) / len(losses), "losses": losses}
+def baseline_identity(kind: str, pipe, spec: RelationSpec, config: BaselineConfig, model_id: str | None) -> dict:
+    """What a baseline checkpoint must agree with to be resumed: settings, relation, images, model."""
+    from dataclasses import asdict
+
+    from rrnet.train import _model_key
+
+    images = [*spec.images_prompt, *spec.images_swapped]
+    settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    return {"kind": f"baseline-{kind}", "config": {**settings, "learning_rate": config.rate(kind)},
+            "relation": {"words": [spec.object_a, spec.relation, spec.object_b],
+                         "prompts": [spec.prompt, spec.swapped_prompt], "images": files_digest(images)},
+            "model": _model_key(model_id), "dtype": str(pipe.unet.dtype)}
 
 
 def fit(
@@ -88,37 +86,81 @@ def fit(
     output_dir: str | Path | None = None,
     progress: bool = True,
     desc: str = "baseline",
+    checkpointing: Checkpointing | None = None,
+    identity: dict | None = None,
 ) -> list[dict]:
     """AdamW on `parameters` for `config.epochs` passes over the exemplars; one log line per epoch.
 
     The caller has frozen the backbone and seeded the parameters' initialisation; the loop owns
-    the data order, posteriors, noise and timesteps, all drawn from `config.seed`.
+    the data order, posteriors, noise and timesteps, all drawn from `config.seed`. With an output
+    folder, `checkpointing` writes `checkpoint-N/` folders (and one on Ctrl-C) and resumes from one
+    to the same parameters an uninterrupted run ends with.
     """
+    checkpointing = checkpointing or Checkpointing()
+    with output_lock(output_dir):
+        return _fit_locked(pipe, exemplars, encode, parameters, config, learning_rate, output_dir, progress, desc,
+                           checkpointing, identity)
+
+
+def _fit_locked(pipe, exemplars, encode, parameters, config, learning_rate, output_dir, progress, desc, checkpointing,
+                identity) -> list[dict]:
     from diffusers import DDPMScheduler
 
+    resume = None
+    if output_dir is not None:
+        finished = (Path(output_dir) / RECORD_NAME).is_file()
+        resume = start_output(output_dir, checkpointing, finished, lambda: discard_record(output_dir),
+                              f"{desc} baseline")
+    elif checkpointing.every or checkpointing.resume_from:
+        raise RRNetError("checkpointing and resuming need an output folder")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay)
     scaler = gradient_scaler(pipe)
     generator = torch.Generator().manual_seed(config.seed)
     picker = random.Random(config.seed)
-    if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        discard_record(output_dir)
-    history: list[dict] = []
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress)
-    log_path = Path(output_dir) / LOG_NAME if output_dir is not None else None
-    with open(log_path, "w", encoding="utf-8") if log_path else nullcontext() as log_file:
+    trained = torch.nn.ParameterList(parameters)
+    with training_rng(config.seed, pipe.unet.device), stop_requests() as stop:
+        saver = Checkpointer(output_dir, checkpointing, identity or {"kind": desc}, {"trained": trained}, optimizer,
+                             scaler, {"train": generator}, {"picker": picker}, stop)
+        # step: optimiser steps done; epoch: epochs done; position: batches done in the current epoch
+        state: dict = {"step": 0, "epoch": 0, "position": 0, "order": None, "losses": None, "history": []}
+        if resume is not None:
+            state = saver.load(resume)
+            if state["epoch"] > config.epochs:
+                raise CheckpointError(f"{resume}: the run is past epoch {state['epoch']}, beyond --epochs {config.epochs}")
+        log = RunLog(output_dir, state["history"]) if output_dir is not None else None
+        bar = tqdm(range(state["epoch"], config.epochs), desc=desc, disable=not progress, initial=state["epoch"],
+                   total=config.epochs)
         try:
             for epoch in bar:
-                record = _epoch(pipe, exemplars, encode, optimizer, scaler, noise_scheduler, config, generator, picker,
-                                desc)
-                record = {"epoch": epoch + 1, **record}
-                history.append(record)
+                if state["position"] == 0:
+                    order = list(range(len(exemplars)))
+                    picker.shuffle(order)
+                    state["order"], state["losses"] = order, []
+                order = state["order"]
+                batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+                for index in range(state["position"], len(batches)):
+                    batch = [exemplars[i] for i in batches[index]]
+                    loss = denoising_loss(pipe, batch, encode, noise_scheduler, config, generator)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise RRNetError(f"{desc}: training stopped, the loss became {value} at step "
+                                         f"{state['step'] + 1}; no checkpoint was written. Try a lower --learning_rate")
+                    backward_and_step(loss, optimizer, scaler)
+                    state["losses"].append(value)
+                    state["step"] += 1
+                    state["position"] = index + 1
+                    saver.after_step(state)
+                losses = state["losses"]
+                record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "losses": losses}
+                state["history"].append(record)
+                state.update(epoch=epoch + 1, position=0, order=None, losses=None)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if log_file is not None:
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
+                if log is not None:
+                    log.write(record)
         finally:
             optimizer.zero_grad(set_to_none=True)
+            if log is not None:
+                log.close()
     check_no_backbone_gradients(pipe, parameters)
-    return history
+    return state["history"]

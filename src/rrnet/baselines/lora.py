@@ -21,7 +21,7 @@ from rrnet.atomic import atomic_write
 from rrnet.baselines.checkpoint import read_record, write_record
 from rrnet.baselines.config import BaselineConfig
 from rrnet.baselines.exemplars import prepare_exemplars
-from rrnet.baselines.loop import fit
+from rrnet.baselines.loop import baseline_identity, fit
 from rrnet.baselines.pipeline_state import (
     backbone_modules,
     frozen_backbone,
@@ -30,6 +30,7 @@ from rrnet.baselines.pipeline_state import (
     quiet_loaders,
 )
 from rrnet.data import RelationSpec
+from rrnet.resume import Checkpointing
 from rrnet.errors import CheckpointError, RRNetError
 from rrnet.rectifier import encode_prompt
 
@@ -86,6 +87,7 @@ def train_lora(
     output_dir: str | Path | None = None,
     progress: bool = True,
     model_id: str | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Train UNet LoRA adapters; returns their state dict (diffusers key names, CPU) and the history."""
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -102,8 +104,11 @@ def train_lora(
             return torch.stack([cached[text] for text in texts])
 
         with lora_adapter(unet, config) as params:
-            history = fit(pipe, exemplars, encode, params, config, config.rate(KIND), output_dir, progress, desc=KIND)
+            history = fit(pipe, exemplars, encode, params, config, config.rate(KIND), output_dir, progress, desc=KIND,
+                          checkpointing=checkpointing, identity=baseline_identity(KIND, pipe, spec, config, model_id))
             adapter_config = unet.peft_config[ADAPTER_NAME].to_dict()
+            if isinstance(adapter_config.get("target_modules"), (set, list, tuple)):  # peft keeps a set: fix the order
+                adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
             state = get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
             state = {k: v.detach().cpu().clone() for k, v in convert_state_dict_to_diffusers(state).items()}
     if output_dir is not None:

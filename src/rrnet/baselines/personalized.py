@@ -20,9 +20,10 @@ from rrnet.atomic import atomic_write_folder
 from rrnet.baselines.checkpoint import read_record, write_record
 from rrnet.baselines.config import BaselineConfig
 from rrnet.baselines.exemplars import prepare_exemplars
-from rrnet.baselines.loop import encode_ids, fit, token_ids
+from rrnet.baselines.loop import baseline_identity, encode_ids, fit, token_ids
 from rrnet.baselines.pipeline_state import frozen_backbone
 from rrnet.data import RelationSpec
+from rrnet.resume import Checkpointing
 from rrnet.errors import CheckpointError
 
 KIND = "personalized"
@@ -36,6 +37,7 @@ def train_personalized(
     output_dir: str | Path | None = None,
     progress: bool = True,
     model_id: str | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Fine-tune a copy of the text encoder; returns it (eval mode) and the per-epoch history."""
     config = config or BaselineConfig()
@@ -49,7 +51,8 @@ def train_personalized(
             return encode_ids(tuned, token_ids(tokenizer, texts))
 
         history = fit(pipe, exemplars, encode, list(tuned.parameters()), config, config.rate(KIND),
-                      output_dir, progress, desc=KIND)
+                      output_dir, progress, desc=KIND, checkpointing=checkpointing,
+                      identity=baseline_identity(KIND, pipe, spec, config, model_id))
     tuned.eval().requires_grad_(False)
     if output_dir is not None:
         atomic_write_folder(Path(output_dir) / TEXT_ENCODER_FOLDER, tuned.save_pretrained)

@@ -32,9 +32,10 @@ from rrnet.atomic import atomic_write
 from rrnet.baselines.checkpoint import read_record, write_record
 from rrnet.baselines.config import BaselineConfig
 from rrnet.baselines.exemplars import prepare_exemplars, relation_prompts
-from rrnet.baselines.loop import encode_ids, fit, token_ids
+from rrnet.baselines.loop import baseline_identity, encode_ids, fit, token_ids
 from rrnet.baselines.pipeline_state import frozen_backbone, preserved_rng, quiet_loaders
 from rrnet.data import RelationSpec
+from rrnet.resume import Checkpointing
 from rrnet.errors import CheckpointError, PromptError, RRNetError
 from rrnet.tokens import word_token_ids
 
@@ -117,6 +118,7 @@ def train_textual_inversion(
     output_dir: str | Path | None = None,
     progress: bool = True,
     model_id: str | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Learn the relation token(s); returns {token: vector (D,)} and the per-epoch history."""
     config = config or BaselineConfig()
@@ -137,7 +139,8 @@ def train_textual_inversion(
                 return encode_ids(text_encoder, token_ids(tokenizer, batch))
 
             history = fit(pipe, exemplars, encode, [learned.vectors], config, config.rate(KIND),
-                          output_dir, progress, desc=KIND)
+                          output_dir, progress, desc=KIND, checkpointing=checkpointing,
+                          identity=baseline_identity(KIND, pipe, spec, config, model_id))
         finally:
             text_encoder.set_input_embeddings(base)
     vectors = {token: learned.vectors[i].detach().cpu().clone() for i, token in enumerate(unique)}

@@ -1,0 +1,143 @@
+"""Input checks that run before any model loads: a mistake costs one line, not minutes of loading.
+
+Numbers from the command line are checked by their argparse types (finite, in range), the output
+folder for being a writable folder, the device for existing, a model folder for being a
+diffusers folder without pickled weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+from rrnet.errors import RRNetError
+
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; image k uses seed + k
+MAX_RESOLUTION = 4096  # pixels per side; SD models are trained at 512-1024
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+# ---------------------------------------------------------------------------------------------
+# argparse types: a bad number is one `rrnet: error:` line, never a traceback
+# ---------------------------------------------------------------------------------------------
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (alpha may be negative)."""
+    return _number(text, float)
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= MAX_SEED - 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1e6, got {text!r}")
+    return value
+
+
+def resolution(text: str) -> int:
+    value = _number(text, int)
+    if value < 8 or value > MAX_RESOLUTION or value % 8:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 8 from 8 to {MAX_RESOLUTION}, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders, devices, models
+# ---------------------------------------------------------------------------------------------
+
+
+def check_output_dir(path: str | Path, flag: str = "--output_dir") -> Path:
+    """The output folder is a folder (or can be made) and writable: checked before loading."""
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise RRNetError(f"{flag} {path} is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RRNetError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RRNetError(f"{flag} {path}: cannot write into {existing}")
+    return path
+
+
+def check_device(device: str | None) -> None:
+    """A device torch knows and this machine has (`cuda` without CUDA is refused here)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RRNetError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RRNetError(f"--device {device}: CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise RRNetError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RRNetError(f"--device {device}: MPS is not available on this machine")
+    elif parsed.type != "cpu":
+        raise RRNetError(f"unsupported --device {device!r}; use cpu, cuda, cuda:N or mps")
+
+
+def check_model_folder(model: str) -> None:
+    """A local model is a diffusers folder whose weights are safetensors: loading never unpickles."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        if model.startswith((".", "/", "~")) or model.count("/") > 1:
+            raise RRNetError(f"model folder {model} not found")
+        return  # a hub id
+    if not path.is_dir() or not (path / "model_index.json").is_file():
+        raise RRNetError(f"{model}: not a diffusers model folder (no model_index.json)")
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RRNetError(f"{path / 'model_index.json'}: unreadable ({' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(index, dict):
+        raise RRNetError(f"{path / 'model_index.json'}: not a diffusers model index")
+    for component, spec in index.items():
+        folder = path / component
+        if component.startswith("_") or not isinstance(spec, list) or not folder.is_dir():
+            continue
+        files = [f for f in folder.iterdir() if f.is_file()]
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not any(f.suffix == ".safetensors" for f in files):
+            raise RRNetError(f"{pickled[0]}: pickled weights; rrnet loads safetensors only "
+                             "(convert the model with diffusers' save_pretrained(safe_serialization=True))")
