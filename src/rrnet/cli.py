@@ -253,7 +253,9 @@ def run_train(args) -> None:
 def run_generate(args) -> None:
     from rrnet.backbones.loading import load_pipeline
     from rrnet.generate import GenerationSettings, fill_sampling_defaults, generate
+    from rrnet.locking import folder_lock
     from rrnet.rectifier import RelationRectifier
+    from rrnet.validation import check_output_dir
 
     fill_sampling_defaults(args)
     _check_positive(args, "num_images", "steps", "resolution")
@@ -270,17 +272,19 @@ def run_generate(args) -> None:
             if rectifier.find_triplet(prompt) is None:
                 known = ", ".join(sorted(rectifier.relation_phrases()))
                 raise RRNetError(f"prompt {prompt!r} states no relation this rectifier knows ({known}) with objects on both sides")
-    pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
-    if rectifier is not None:
-        rectifier.check_backbone(pipe)
-        rectifier.to(pipe.device)
-    settings = GenerationSettings(
-        alphas=tuple(args.alpha), num_images=args.num_images, seed=args.seed, steps=args.steps,
-        guidance_scale=args.guidance_scale, resolution=args.resolution,
-    )
-    meta = {"model": args.model, "rectifier": args.rectifier}
-    result = generate(pipe, prompts, args.output_dir, rectifier, settings, tuple(args.triplet) if args.triplet else None,
-                      progress=not args.no_progress, metadata=meta)
+    check_output_dir(args.output_dir)
+    with folder_lock(args.output_dir):
+        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
+        if rectifier is not None:
+            rectifier.check_backbone(pipe)
+            rectifier.to(pipe.device)
+        settings = GenerationSettings(
+            alphas=tuple(args.alpha), num_images=args.num_images, seed=args.seed, steps=args.steps,
+            guidance_scale=args.guidance_scale, resolution=args.resolution,
+        )
+        meta = {"model": args.model, "rectifier": args.rectifier}
+        result = generate(pipe, prompts, args.output_dir, rectifier, settings,
+                          tuple(args.triplet) if args.triplet else None, progress=not args.no_progress, metadata=meta)
     print(f"images in {result.output_dir}, grid: {result.grid}")
 
 

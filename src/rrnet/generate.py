@@ -19,9 +19,11 @@ from tqdm.auto import tqdm
 from rrnet.atomic import atomic_write_text
 from rrnet.data import save_image_atomic
 from rrnet.grid import image_grid
+from rrnet.locking import output_lock
 from rrnet.rectifier import RelationRectifier, encode_prompt
 
 DEFAULT_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8)
+RECORD_NAME = "generation.json"
 PAPER_SAMPLING = {"num_inference_steps": 30, "guidance_scale": 7.5}
 
 
@@ -118,20 +120,48 @@ def generate(
     progress: bool = True,
     metadata: dict | None = None,
 ) -> GenerationResult:
-    """Generate every prompt at every alpha, write the PNGs, a grid and `generation.json`."""
+    """Generate every prompt at every alpha, write the PNGs, a grid and `generation.json`.
+
+    Every prompt's conditioning is computed first, so a prompt that cannot be used (too long, the
+    relation's words missing) is refused before any image is written. `generation.json` is written
+    last and marks a complete folder; a previous result in the folder is discarded first.
+    """
     settings = settings or GenerationSettings()
     output_dir = Path(output_dir)
     alphas: list[float | None] = list(settings.alphas) if rectifier is not None else [None]
     if rectifier is not None:
         rectifier.check_backbone(pipe)
+    conditioning = {(index, alpha): prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
+                    for index, prompt in enumerate(prompts) for alpha in alphas}
+    with output_lock(output_dir):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        discard_generation(output_dir)
+        return _generate_into(pipe, prompts, output_dir, alphas, conditioning, settings, triplet, progress, metadata)
+
+
+def discard_generation(output_dir: Path) -> None:
+    """Remove a previous `generate` result, its record first: images of another run never sit
+    beside a new record, and a killed run leaves a folder without `generation.json`."""
+    (output_dir / RECORD_NAME).unlink(missing_ok=True)
+    (output_dir / "grid.png").unlink(missing_ok=True)
+    for prompt_dir in output_dir.glob("[0-9]*_*"):
+        for image in prompt_dir.glob("*/[0-9][0-9][0-9].png"):
+            if image.parent.name == "base" or image.parent.name.startswith("alpha_"):
+                image.unlink()
+        for folder in sorted(prompt_dir.glob("*"), reverse=True) + [prompt_dir]:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _generate_into(pipe, prompts, output_dir: Path, alphas, conditioning, settings: GenerationSettings, triplet,
+                   progress: bool, metadata: dict | None) -> GenerationResult:
     result = GenerationResult(output_dir=output_dir)
     grid_rows, total = [], len(prompts) * len(alphas)
     bar = tqdm(total=total, desc="generate", disable=not progress)
     for index, prompt in enumerate(prompts):
         row, per_alpha = [], {}
         for alpha in alphas:
-            embeds = prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
-            images = sample_images(pipe, embeds, settings)
+            images = sample_images(pipe, conditioning[(index, alpha)], settings)
             folder = output_dir / prompt_folder(index, prompt) / alpha_label(alpha)
             paths = [save_image_atomic(im, folder / f"{k:03d}.png") for k, im in enumerate(images)]
             per_alpha[alpha_label(alpha)] = paths
@@ -149,5 +179,5 @@ def generate(
         "images": {p: {a: [str(x.relative_to(output_dir)) for x in v] for a, v in d.items()} for p, d in result.images.items()},
         **(metadata or {}),
     }
-    atomic_write_text(output_dir / "generation.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(output_dir / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     return result
