@@ -51,7 +51,7 @@ def test_lock_is_reentrant_in_one_process_and_released(tmp_path):
     assert not path.exists()
 
 
-def test_evaluate_refuses_a_folder_in_use(tmp_path, capsys):
+def test_library_lock_refuses_a_folder_another_process_holds(tmp_path):
     child = _holder(tmp_path / "eval")
     try:
         with pytest.raises(RRNetError, match="in use"):

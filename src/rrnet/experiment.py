@@ -126,12 +126,12 @@ def train_all(pipe_getter: Callable[[], Any], model_id: str, specs: Sequence[Rel
 def osp_table(pipe, specs: Sequence[RelationSpec], root: Path, alphas: Sequence[float]) -> list[dict[str, Any]]:
     """OSP EOT cosine per relation: base model and full RRNet at each alpha (paper Sec. 3.1)."""
     from rrnet.analysis.osp import osp_similarity
-    from rrnet.rectifier import RelationRectifier
+    from rrnet.rectifier_files import load_rectifier
 
     rows = []
     for spec in specs:
         folder = root / "rrnet" / spec.name
-        rectifier = RelationRectifier.from_pretrained(folder) if checkpoint_done(folder, "rrnet") else None
+        rectifier = load_rectifier(folder) if checkpoint_done(folder, "rrnet") else None
         report = osp_similarity(pipe, [(spec.prompt, spec.swapped_prompt)], rectifier, alphas,
                                 (spec.object_a, spec.relation, spec.object_b))
         pair = report.pairs[0]
@@ -209,14 +209,16 @@ def report_markdown(results: dict[str, Any], osp: list[dict[str, Any]], unseen: 
 
 def released_before(judges: Sequence[Judge | Callable[[], Judge]], release: Callable[[], None]) -> list[Callable[[], Judge]]:
     """Judge factories that first release the diffusion pipeline: a judge model (a 7B VLM) never
-    shares the accelerator with it. The pipeline is loaded again if a later step needs it."""
+    shares the accelerator with it. The pipeline is loaded again if a later step needs it. A
+    source's `check` (what it can judge) is kept, so checks still run before any generation."""
+    from rrnet.eval.judges.factory import JudgeFactory
     from rrnet.eval.runner import as_judge
 
-    def factory(source):
+    def factory(source) -> JudgeFactory:
         def build() -> Judge:
             release()
             return as_judge(source)
-        return build
+        return JudgeFactory(build, getattr(source, "check", None))
 
     return [factory(source) for source in judges]
 

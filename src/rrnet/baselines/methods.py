@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rrnet.baselines.checkpoint import RECORD_NAME
+from rrnet.baselines.checkpoint import RECORD_NAME, read_record
 from rrnet.baselines.config import normalize_kind
 from rrnet.baselines.lora import lora_applied
 from rrnet.baselines.personalized import personalized_applied
@@ -27,6 +27,7 @@ from rrnet.baselines.textual_inversion import (
 from rrnet.data import RelationSpec
 from rrnet.errors import CheckpointError
 from rrnet.eval.methods import Conditioner, find_relation_checkpoint
+from rrnet.eval.provenance import files_digest
 from rrnet.generate import prompt_embeddings
 
 
@@ -49,6 +50,21 @@ class _BaselineMethod:
 
     def checkpoint(self, spec: RelationSpec) -> Path:
         return find_relation_checkpoint(self.root, spec, RECORD_NAME)
+
+    def check(self, spec: RelationSpec) -> None:
+        """The relation's checkpoint record is readable and of this kind (before anything loads)."""
+        read_record(self.checkpoint(spec), self.kind)
+
+    def fingerprint(self, spec: RelationSpec) -> str:
+        """Content hash of the checkpoint's files (its training log and training states aside)."""
+        folder = self.checkpoint(spec)
+        files = [p for p in folder.rglob("*") if p.is_file() and _defines_checkpoint(p.relative_to(folder))]
+        return files_digest(folder, files)
+
+
+def _defines_checkpoint(relative: Path) -> bool:
+    top = relative.parts[0]
+    return not (top.startswith(".") or top.startswith("checkpoint-") or top == "train_log.jsonl")
 
 
 def _plain_conditioner(pipe) -> Conditioner:

@@ -20,13 +20,19 @@ from rrnet.data import RelationSpec
 from rrnet.errors import CheckpointError
 from rrnet.generate import alpha_label, prompt_embeddings
 from rrnet.rectifier import RelationRectifier
+from rrnet.rectifier_files import load_rectifier, rectifier_digest
 
 Conditioner = Callable[[str, float | None], torch.Tensor]
 
 
 @runtime_checkable
 class Method(Protocol):
-    """`name` labels table rows; `describe()` is recorded with (and guards) generated images."""
+    """`name` labels table rows; `describe()` is recorded with (and guards) generated images.
+
+    Optional: `check(spec)` refuses a missing or damaged checkpoint before anything loads;
+    `fingerprint(spec)` is a content hash of what produces this relation's images (checkpoint
+    weights and config), which keys the image cache.
+    """
 
     name: str
 
@@ -54,6 +60,12 @@ class BaseMethod:
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name}
+
+    def check(self, spec: RelationSpec) -> None:
+        return None
+
+    def fingerprint(self, spec: RelationSpec) -> str:
+        return ""
 
     @contextmanager
     def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
@@ -87,13 +99,19 @@ class RectifierMethod:
         return {"method": self.name, "rectifiers": str(self.root)}
 
     def checkpoint(self, spec: RelationSpec) -> Path:
-        from rrnet.rectifier import WEIGHTS_NAME
+        from rrnet.rectifier import CONFIG_NAME
 
-        return find_relation_checkpoint(self.root, spec, WEIGHTS_NAME)
+        return find_relation_checkpoint(self.root, spec, CONFIG_NAME)  # the config is written last
+
+    def check(self, spec: RelationSpec) -> None:
+        load_rectifier(self.checkpoint(spec))
+
+    def fingerprint(self, spec: RelationSpec) -> str:
+        return rectifier_digest(self.checkpoint(spec))
 
     @contextmanager
     def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
-        rectifier = RelationRectifier.from_pretrained(self.checkpoint(spec), device=pipe.device)
+        rectifier = load_rectifier(self.checkpoint(spec), device=pipe.device)
         rectifier.check_backbone(pipe)
         triplet = (spec.object_a, spec.relation, spec.object_b)
         with torch.no_grad():
@@ -106,7 +124,7 @@ class TransferMethod:
 
     def __init__(self, rectifier: str | Path, alphas: tuple[float, ...], name: str = "rrnet_transfer") -> None:
         self.path = Path(rectifier)
-        self.rectifier = RelationRectifier.from_pretrained(self.path)
+        self.rectifier = load_rectifier(self.path)
         self.alphas = tuple(float(a) for a in alphas)
         self.name = name
 
@@ -116,6 +134,12 @@ class TransferMethod:
     def describe(self) -> dict[str, Any]:
         trained = [[t.object_a, t.relation, t.object_b] for t in self.rectifier.known_triplets()]
         return {"method": self.name, "rectifier": str(self.path), "trained_on": trained}
+
+    def check(self, spec: RelationSpec) -> None:
+        return None  # loaded (and checked) when the method was made
+
+    def fingerprint(self, spec: RelationSpec) -> str:
+        return rectifier_digest(self.path)
 
     @contextmanager
     def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:

@@ -10,8 +10,12 @@ Layout under the output folder (all resumable)::
     results.json, table.md, tradeoff.png
 
 Images already on disk are not generated again, and a folder made with other settings is an
-error rather than being mixed into the new numbers. Verdicts are cached per image file and
-judge identity, so adding a judge later judges only with the new judge. Each relation is
+error rather than being mixed into the new numbers. Each image folder is keyed by the content of
+what produced it (the model's files, the checkpoint's weights and config): a checkpoint retrained
+in place makes its folders stale, and they are made again. A zero-byte or truncated image counts
+as missing. Verdicts are cached per image content and judge identity, so adding a judge later
+judges only with the new judge. Everything checkable (checkpoints, prompts, judge vocabulary) is
+checked before the first file is written, and the output folder is locked for the run. Each relation is
 evaluated on both of its prompts: "A R B" judged as such, and "B R A" judged with A and B swapped.
 """
 
@@ -36,6 +40,7 @@ from rrnet.eval.judges.base import Judge, JudgeQuery, JudgeResult
 from rrnet.eval.methods import Method, setting_label
 from rrnet.eval.metrics import CATEGORIES, Tally, infer_category, summarize, tally
 from rrnet.generate import GenerationSettings, prompt_folder, sample_images
+from rrnet.locking import folder_lock
 
 FORMAT = "rrnet-evaluation/1"
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 1.0)
@@ -154,27 +159,50 @@ def plan(specs: Sequence[RelationSpec], methods: Sequence[Method], output_dir: P
 # ---------------------------------------------------------------------------------------------
 
 
-def _record(job: PromptJob, method: Method, model_id: str, settings: EvalSettings) -> dict[str, Any]:
+def _record(job: PromptJob, method: Method, model_id: str, settings: EvalSettings,
+            producer: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": model_id, "method": method.describe(), "setting": job.setting, "relation": job.spec.name,
         "prompt": job.prompt, "seed": settings.seed, "steps": settings.steps,
-        "guidance_scale": settings.guidance_scale, "resolution": settings.resolution,
+        "guidance_scale": settings.guidance_scale, "resolution": settings.resolution, "producer": producer,
     }
 
 
-def _check_record(job: PromptJob, record: dict[str, Any]) -> None:
-    """Refuse to mix images made with different settings into one folder."""
+def image_ok(path: Path) -> bool:
+    """A complete, readable image file: a zero-byte or truncated PNG is missing, not present."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises many unrelated types for broken files
+        return False
+
+
+def _check_record(job: PromptJob, record: dict[str, Any]) -> bool:
+    """Refuse to mix images made with different settings into one folder; return True when the
+    folder's images were made by other content (a retrained checkpoint, a changed model): stale."""
     path = job.folder / RECORD_NAME
     if not path.is_file():
-        return
+        return any(job.folder.glob("[0-9][0-9][0-9].png"))  # images of unknown origin
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: unreadable generation record ({exc.msg})") from None
-    old.pop("seeds", None)
-    changed = sorted(k for k in record if old.get(k) != record[k])
+        if not isinstance(old, dict):
+            raise ValueError("not an object")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return True  # an unreadable record vouches for nothing
+    changed = sorted(k for k in record if k not in ("producer", "seeds") and old.get(k) != record[k])
     if changed:
         raise DataError(f"{job.folder}: images were made with different {', '.join(changed)}; use another --output_dir")
+    return old.get("producer") != record["producer"]
+
+
+def discard_images(folder: Path) -> None:
+    """Remove a folder's images and verdicts, its record first (they describe other content)."""
+    (folder / RECORD_NAME).unlink(missing_ok=True)
+    for path in [*folder.glob("[0-9][0-9][0-9].png"), *folder.glob("judgement-*.json")]:
+        path.unlink(missing_ok=True)
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
@@ -189,48 +217,89 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
 
 
 def missing_images(rows: Sequence[Row], settings: EvalSettings) -> int:
-    return sum(not p.is_file() for row in rows for job in row.jobs if job.sources is None
+    return sum(not image_ok(p) for row in rows for job in row.jobs if job.sources is None
                for p in job.image_paths(settings.num_images))
+
+
+@dataclass
+class GenerationReport:
+    """What a run generated, and which folders it found stale and made again."""
+
+    generated: int = 0
+    stale: list[str] = field(default_factory=list)
 
 
 def generate_rows(
     load_pipe: Callable[[], Any], model_id: str, methods: Sequence[Method], rows: Sequence[Row],
     settings: EvalSettings, progress: bool = True,
-) -> int:
-    """Generate the images not on disk yet; the pipeline is only loaded if any are missing."""
+) -> GenerationReport:
+    """Generate the images not on disk yet; the pipeline is only loaded if any are missing.
+
+    Every folder is keyed by the content of what produces it (model, checkpoint) and by the
+    settings: other settings are refused, other content makes the folder stale and it is made
+    again. All conditionings are computed before the first image is written, so a prompt or
+    checkpoint that cannot be used stops the run before any work is written.
+    """
+    from rrnet.eval.provenance import model_digest
+
     by_name = {m.name: m for m in methods}
     rows = [row for row in rows if row.method in by_name]
+    report = GenerationReport()
+    model_fingerprint = model_digest(model_id)
+    fingerprints: dict[tuple[str, str], str | None] = {}
+    records: dict[Path, dict[str, Any]] = {}
     for row in rows:
+        method = by_name[row.method]
         for job in row.jobs:
-            _check_record(job, _record(job, by_name[row.method], model_id, settings))
+            key = (method.name, job.spec.name)
+            if key not in fingerprints:
+                fingerprint = getattr(method, "fingerprint", None)
+                fingerprints[key] = fingerprint(job.spec) if fingerprint else None
+            record = _record(job, method, model_id, settings,
+                             {"model": model_fingerprint, "checkpoint": fingerprints[key]})
+            if _check_record(job, record):
+                discard_images(job.folder)
+                report.stale.append(str(job.folder))
+            records[job.folder] = record
     todo = missing_images(rows, settings)
     if todo == 0:
-        return 0
+        return report
     pipe = load_pipe()
-    bar = tqdm(total=todo, desc="generate", unit="img", disable=not progress)
+    work = []  # (method, spec, jobs): every relation of every method with images to make
     for method in methods:
         method_rows = [row for row in rows if row.method == method.name]
         specs = {job.spec.name: job.spec for row in method_rows for job in row.jobs}
         for name, spec in specs.items():
             jobs = [job for row in method_rows for job in row.jobs if job.spec.name == name]
-            if all(p.is_file() for job in jobs for p in job.image_paths(settings.num_images)):
-                continue
-            with method.applied(pipe, spec) as condition:
-                for job in jobs:
-                    bar.update(_generate_job(pipe, condition, job, _record(job, method, model_id, settings), settings))
+            jobs = [job for job in jobs if not all(image_ok(p) for p in job.image_paths(settings.num_images))]
+            if jobs:
+                work.append((method, spec, jobs))
+    conditioning = {}
+    for method, spec, jobs in work:  # first pass: nothing is written until every conditioning works
+        with method.applied(pipe, spec) as condition:
+            for job in jobs:
+                conditioning[job.folder] = condition(job.prompt, job.setting)
+    bar = tqdm(total=todo, desc="generate", unit="img", disable=not progress)
+    for method, spec, jobs in work:
+        with method.applied(pipe, spec):
+            for job in jobs:
+                bar.update(_generate_job(pipe, conditioning[job.folder], job, records[job.folder], settings))
     bar.close()
-    return todo
+    report.generated = todo
+    return report
 
 
-def _generate_job(pipe, condition, job: PromptJob, record: dict[str, Any], settings: EvalSettings) -> int:
+def _generate_job(pipe, embeds, job: PromptJob, record: dict[str, Any], settings: EvalSettings) -> int:
     paths = job.image_paths(settings.num_images)
-    missing = [k for k, p in enumerate(paths) if not p.is_file()]
+    missing = [k for k, p in enumerate(paths) if not image_ok(p)]
     if not missing:
         return 0
     job.folder.mkdir(parents=True, exist_ok=True)
+    if _check_record(job, record):  # checked again at write time, under the folder's lock
+        discard_images(job.folder)
+        missing = list(range(len(paths)))
     seeds = {p.name: settings.seed + k for k, p in enumerate(paths)}
     atomic_write_text(job.folder / RECORD_NAME, json.dumps({**record, "seeds": seeds}, indent=2) + "\n")
-    embeds = condition(job.prompt, job.setting)
     for start, count in _runs(missing):
         sampling = GenerationSettings(
             num_images=count, seed=settings.seed + start, steps=settings.steps,
@@ -278,8 +347,11 @@ def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> lis
         chunk = todo[start:start + batch_size]
         images = []
         for p in chunk:
-            with Image.open(p) as im:
-                images.append(im.convert("RGB"))
+            try:
+                with Image.open(p) as im:
+                    images.append(im.convert("RGB"))
+            except Exception as exc:  # PIL raises many unrelated types for broken files
+                raise DataError(f"{p}: not a readable image ({' '.join(str(exc).split())[:120]})") from None
         results = judge.judge(images, job.query)
         for p, result in zip(chunk, results, strict=True):
             cache[p.name] = {"sha1": hashes[p.name], **result.to_dict()}
@@ -379,10 +451,9 @@ def evaluate(
     """Generate what is missing, judge with each judge (loaded one at a time), count, write the report.
 
     Judges may be given as factories so a large judge model is only loaded after generation
-    has finished and released the diffusion model.
+    has finished and released the diffusion model. Everything checkable is checked before the
+    first file is written; the output folder is locked for the run.
     """
-    from rrnet.eval.report import write_report
-
     settings = settings or EvalSettings()
     output_dir = Path(output_dir)
     if not specs:
@@ -393,7 +464,55 @@ def evaluate(
     rows = plan(specs, methods, output_dir)
     if include_dataset:
         rows.insert(0, dataset_row(specs, output_dir))
-    generated = generate_rows(load_pipe, model_id, methods, rows, settings, progress)
+    check_inputs(model_id, specs, methods, judges, rows)
+    with folder_lock(output_dir):  # one writer: settings are checked and images written under it
+        return _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir, settings, fid, benchmark,
+                                progress, rows, categories)
+
+
+def check_inputs(model_id: str, specs: Sequence[RelationSpec], methods: Sequence[Method],
+                 judges: Sequence[JudgeSource], rows: Sequence[Row]) -> None:
+    """Everything that can be checked without the diffusion model, before anything is written:
+    every checkpoint opens, every prompt fits the text encoder and holds its relation's words,
+    every judge can judge every relation."""
+    for method in methods:
+        check = getattr(method, "check", None)
+        for spec in specs if check else ():
+            check(spec)
+    queries = list(dict.fromkeys(job.query for row in rows for job in row.jobs))
+    for source in judges:
+        check = getattr(source, "check", None)
+        for query in queries if check else ():
+            check(query)
+    tokenizer = local_tokenizer(model_id)
+    if tokenizer is not None:
+        from rrnet.tokens import tokenize_prompt, word_positions
+
+        for spec in specs:
+            for prompt in (spec.prompt, spec.swapped_prompt):
+                tokens = tokenize_prompt(tokenizer, prompt)
+                for word in (spec.object_a, spec.relation, spec.object_b):
+                    word_positions(tokenizer, tokens, word)
+
+
+def local_tokenizer(model_id: str):
+    """The tokenizer of a local model folder (cheap to load), or None for a hub id."""
+    folder = Path(model_id).expanduser() / "tokenizer"
+    if not folder.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError):
+        return None  # the pipeline's own loading reports a broken model
+
+
+def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Path, settings: EvalSettings, fid,
+                     benchmark, progress, rows, categories) -> dict[str, Any]:
+    from rrnet.eval.report import write_report
+
+    report = generate_rows(load_pipe, model_id, methods, rows, settings, progress)
 
     judged: dict[str, dict[str, Any]] = {row.label: {} for row in rows}
     judge_info = []
@@ -416,7 +535,8 @@ def evaluate(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": model_id,
         "benchmark": benchmark,
-        "generation": {**asdict(settings), "seeds": settings.seeds(), "images_generated_this_run": generated,
+        "generation": {**asdict(settings), "seeds": settings.seeds(), "images_generated_this_run": report.generated,
+                       "stale_folders_regenerated": report.stale,
                        "seed_rule": "image k of every prompt and setting uses seed + k"},
         "interval": f"Wilson score, {settings.confidence:.0%}",
         "relations": [

@@ -5,13 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rrnet.errors import RRNetError
-from rrnet.eval.judges.base import Judge
+from rrnet.eval.judges.base import Judge, JudgeQuery
 
 JUDGE_KINDS: tuple[str, ...] = ("exact", "vlm", "detector")
 
 
+class JudgeFactory:
+    """Builds a judge when called; `check(query)` refuses what the judge cannot judge without
+    loading its model, so a bad benchmark is refused before the first image is generated."""
+
+    def __init__(self, build: Callable[[], Judge], check: Callable[[JudgeQuery], None] | None = None) -> None:
+        self._build, self._check = build, check
+
+    def __call__(self) -> Judge:
+        return self._build()
+
+    def check(self, query: JudgeQuery) -> None:
+        if self._check is not None:
+            self._check(query)
+
+
 def judge_factory(kind: str, model: str | None = None, rule: str = "geneval", device: str | None = None,
-                  batch_size: int = 8, dtype: str = "auto") -> Callable[[], Judge]:
+                  batch_size: int = 8, dtype: str = "auto") -> JudgeFactory:
     """A zero-argument function that builds the judge, so its model is loaded only when needed."""
     if kind not in JUDGE_KINDS:
         raise RRNetError(f"unknown judge {kind!r}; choose from {list(JUDGE_KINDS)}")
@@ -20,19 +35,20 @@ def judge_factory(kind: str, model: str | None = None, rule: str = "geneval", de
             raise RRNetError("the exact judge takes no --judge_model")
         from rrnet.eval.judges.exact import ExactJudge
 
-        return lambda: ExactJudge()
+        return JudgeFactory(ExactJudge, ExactJudge().check)
     if not model:
         raise RRNetError(f"the {kind} judge needs a model (--judge_model: hub id or local folder)")
     if kind == "vlm":
         from rrnet.eval.judges.vlm import VLMJudge
 
-        return lambda: VLMJudge.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size)
-    from rrnet.eval.judges.detector import DetectorJudge
+        return JudgeFactory(lambda: VLMJudge.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size))
+    from rrnet.eval.judges.detector import DetectorJudge, check_positional
 
-    return lambda: DetectorJudge.from_pretrained(model, rule=rule, device=device, batch_size=batch_size)
+    return JudgeFactory(lambda: DetectorJudge.from_pretrained(model, rule=rule, device=device, batch_size=batch_size),
+                        lambda query: check_positional(query.relation) and None)
 
 
-def judge_factories(kinds: list[str], models: list[str] | None, **options) -> list[Callable[[], Judge]]:
+def judge_factories(kinds: list[str], models: list[str] | None, **options) -> list[JudgeFactory]:
     """Pair `--judge` kinds with `--judge_model` values in order; the exact judge takes none."""
     models = list(models or [])
     needs = [k for k in kinds if k != "exact"]
