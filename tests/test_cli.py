@@ -80,7 +80,7 @@ def test_missing_model(relation_dir, tmp_path, capsys):
 
 def test_bad_numbers(tiny_model_dir, relation_dir, tmp_path, capsys):
     code, _, err = _train(capsys, tiny_model_dir, relation_dir, tmp_path, "--epochs", 0)
-    _one_line_error(code, err, "--epochs must be positive")
+    _one_line_error(code, err, "--epochs: must be a positive integer")
 
 
 def test_mismatched_rectifier_width(tiny_model_dir, tmp_path, capsys):

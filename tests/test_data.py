@@ -248,21 +248,21 @@ def test_resize_short_side_then_centre_crop(tmp_path):
 def test_transparency_becomes_white(tmp_path, mode):
     path = tmp_path / f"clear_{mode}.png"
     if mode == "P":
-        image = Image.new("P", (6, 6), 0)
+        image = Image.new("P", (8, 8), 0)
         image.putpalette([0, 0, 0] * 256)
         image.save(path, transparency=0)
     else:
-        Image.new(mode, (6, 6), (0, 0, 0, 0) if mode == "RGBA" else (0, 0)).save(path)
-    loaded = load_image(path, 6)
-    assert torch.allclose(loaded, torch.ones(3, 6, 6), atol=1e-3)
+        Image.new(mode, (8, 8), (0, 0, 0, 0) if mode == "RGBA" else (0, 0)).save(path)
+    loaded = load_image(path, 8)
+    assert torch.allclose(loaded, torch.ones(3, 8, 8), atol=1e-3)
 
 
 def test_opaque_rgba_keeps_its_colour(tmp_path):
     path = tmp_path / "red.png"
-    Image.new("RGBA", (6, 6), (255, 0, 0, 255)).save(path)
-    loaded = load_image(path, 6)
-    assert torch.allclose(loaded[0], torch.ones(6, 6), atol=1e-3)
-    assert torch.allclose(loaded[1], -torch.ones(6, 6), atol=1e-3)
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(path)
+    loaded = load_image(path, 8)
+    assert torch.allclose(loaded[0], torch.ones(8, 8), atol=1e-3)
+    assert torch.allclose(loaded[1], -torch.ones(8, 8), atol=1e-3)
 
 
 def test_save_image_atomic_replaces_and_leaves_no_temp(tmp_path):

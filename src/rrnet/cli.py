@@ -6,8 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from rrnet import validation as check
 from rrnet.errors import RRNetError
 from rrnet.interruption import TrainingInterrupted
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A flag mistake is one `rrnet: error:` line and exit 2, like every other user error (no usage dump)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("rrnet").strip()
+        self.exit(2, f"rrnet: error: {command + ': ' if command else ''}{message}\n")
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -16,15 +25,16 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no",
                    help="dtype of the frozen models (the rectifier always trains in fp32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=None, help="image size (default: the model's)")
+    p.add_argument("--seed", type=check.seed, default=0)
+    p.add_argument("--resolution", type=check.resolution, default=None,
+                   help=f"image size, a multiple of 8 up to {check.MAX_RESOLUTION} (default: the model's)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--no_progress", action="store_true", help="hide progress bars")
 
 
 def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
     """diffusers' resumable-training flags, shared by `train` and `baseline`."""
-    p.add_argument("--checkpointing_steps", type=int, default=None,
+    p.add_argument("--checkpointing_steps", type=check.positive_int, default=None,
                    help="write the full training state to OUTPUT/checkpoint-N every N optimiser steps")
     p.add_argument("--resume_from_checkpoint", default=None, metavar="latest|PATH",
                    help="continue from OUTPUT's latest checkpoint or a checkpoint folder (same weights as an uninterrupted run)")
@@ -44,22 +54,22 @@ def _train_parser(sub) -> None:
     _model_flags(p)
     _checkpoint_flags(p)
     p.add_argument("--data", required=True, help="relation folder (official index.json layout) or manifest (.json/.toml)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--learning_rate", type=float, default=3e-4)
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--positive_weight", type=float, default=10.0)
-    p.add_argument("--negative_weight", type=float, default=2.0)
+    p.add_argument("--epochs", type=check.positive_int, default=100)
+    p.add_argument("--learning_rate", type=check.positive_float, default=3e-4)
+    p.add_argument("--weight_decay", type=check.non_negative_float, default=0.01)
+    p.add_argument("--positive_weight", type=check.non_negative_float, default=10.0)
+    p.add_argument("--negative_weight", type=check.non_negative_float, default=2.0)
     p.add_argument("--no_negative", action="store_true", help="drop the negative (swapped-image) loss")
     p.add_argument("--no_disentangle", action="store_true", help="drop object-node disentanglement (only the ARB/BRA step)")
-    p.add_argument("--disentangle_noise", type=float, default=0.05, help="std of the noise on the object-sentence delta")
+    p.add_argument("--disentangle_noise", type=check.non_negative_float, default=0.05, help="std of the noise on the object-sentence delta")
     p.add_argument("--no_hgcn", action="store_true",
                    help="ablation: a learned free vector per prompt instead of the graph network")
     p.add_argument("--edit_after_eot", action="store_true",
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
-    p.add_argument("--hidden_size", type=int, default=512)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--num_layers", type=int, default=2)
+    p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=512)
+    p.add_argument("--heads", type=check.int_in(1, 64), default=2)
+    p.add_argument("--num_layers", type=check.int_in(1, 64), default=2)
     speed = p.add_argument_group("speed and memory (results are the same either way)")
     speed.add_argument("--gradient_checkpointing", action="store_true", help="recompute UNet activations in backward")
     speed.add_argument("--compile_unet", action="store_true", help="torch.compile the frozen UNet")
@@ -77,10 +87,10 @@ def _generate_parser(sub) -> None:
                    help="the words to rectify (default: read from each prompt by the rectifier's relation phrases)")
     p.add_argument("--strict", action="store_true",
                    help="refuse a prompt with no relation the rectifier knows (default: keep its base embedding)")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
-    p.add_argument("--num_images", type=int, default=4)
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
-    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
+    p.add_argument("--num_images", type=check.int_in(1, 100_000), default=4)
+    p.add_argument("--steps", type=check.int_in(1, 10_000), default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
 
 def _tiny_parser(sub) -> None:
@@ -185,7 +195,7 @@ def run_world(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rrnet", description="Relation Rectification for diffusers text-to-image models")
+    parser = OneLineParser(prog="rrnet", description="Relation Rectification for diffusers text-to-image models")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _generate_parser(sub)
@@ -222,11 +232,10 @@ def run_train(args) -> None:
     from rrnet.locking import folder_lock
     from rrnet.resume import check_output_folder
     from rrnet.train import rectifier_finished
-    from rrnet.validation import check_output_dir
 
-    _check_positive(args, "epochs", "learning_rate", "resolution", "hidden_size", "heads", "num_layers",
-                    "checkpointing_steps")
+    check.check_run(args)
     spec = load_relation(args.data)
+    check.check_prompts(args.model, [spec], (f"this is a photo of {spec.object_a}", f"this is a photo of {spec.object_b}"))
     checkpointing = _checkpointing(args)
     config = TrainConfig(
         epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
@@ -239,7 +248,6 @@ def run_train(args) -> None:
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot",
     )
-    check_output_dir(args.output_dir)
     with folder_lock(args.output_dir):  # held from the checks to the last file written
         check_output_folder(args.output_dir, rectifier_finished(args.output_dir), checkpointing, "rectifier")
         pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
@@ -254,12 +262,14 @@ def run_generate(args) -> None:
     from rrnet.backbones.loading import load_pipeline
     from rrnet.generate import GenerationSettings, fill_sampling_defaults, generate
     from rrnet.locking import folder_lock
-    from rrnet.rectifier import RelationRectifier
-    from rrnet.validation import check_output_dir
+    from rrnet.rectifier_files import load_rectifier
 
+    check.check_run(args)
+    check.check_triplet(args.triplet)
     fill_sampling_defaults(args)
-    _check_positive(args, "num_images", "steps", "resolution")
-    rectifier = RelationRectifier.from_pretrained(args.rectifier) if args.rectifier else None
+    rectifier = load_rectifier(args.rectifier) if args.rectifier else None
+    if rectifier is not None:
+        check.check_rectifier_fits(rectifier, args.model)
     prompts = args.prompt
     if prompts is None:
         if rectifier is None or not rectifier.config.prompts:
@@ -267,12 +277,19 @@ def run_generate(args) -> None:
         prompts = list(rectifier.config.prompts[0])
     if len(prompts) > 2:
         raise RRNetError(f"--prompt takes one prompt or a pair, got {len(prompts)}")
+    tokenizer = check.local_tokenizer(args.model)
+    if tokenizer is not None:
+        from rrnet.tokens import tokenize_prompt
+
+        for prompt in prompts:  # length, before the model loads
+            tokenize_prompt(tokenizer, prompt)
+    if args.seed + args.num_images > check.MAX_SEED:
+        raise RRNetError(f"--seed {args.seed} + --num_images {args.num_images} is past the largest seed")
     if args.strict and rectifier is not None and not args.triplet:
         for prompt in prompts:  # before any model loads or image is written
             if rectifier.find_triplet(prompt) is None:
                 known = ", ".join(sorted(rectifier.relation_phrases()))
                 raise RRNetError(f"prompt {prompt!r} states no relation this rectifier knows ({known}) with objects on both sides")
-    check_output_dir(args.output_dir)
     with folder_lock(args.output_dir):
         pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
         if rectifier is not None:
@@ -296,7 +313,10 @@ def run_tiny(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # a flag mistake (one line, exit 2) or --help (exit 0)
+        return stop.code if isinstance(stop.code, int) else 2
     handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny, "world": run_world}
     try:
         if args.command == "demo":

@@ -29,8 +29,9 @@ from rrnet.data import RelationSpec, find_relations
 from rrnet.errors import DataError, RRNetError
 from rrnet.eval.judges.base import Judge
 from rrnet.eval.report import table_markdown
-from rrnet.eval.runner import DATASET, EvalSettings, FIDOptions, evaluate
+from rrnet.eval.runner import DATASET, EvalSettings, FIDOptions, check_inputs, dataset_row, evaluate
 from rrnet.interruption import TrainingInterrupted
+from rrnet.locking import folder_lock
 from rrnet.train import TrainConfig
 
 # RRNet and its ablations: TrainConfig overrides (paper Table 2, plus one the paper did not run)
@@ -239,6 +240,13 @@ def run_experiment(
     config = config or ExperimentConfig()
     out = Path(output_dir)
     specs = find_relations(benchmark)
+    with folder_lock(out):  # one experiment per folder; its parts lock their own sub-folders
+        return _run_experiment_locked(load_pipe, model_id, benchmark, out, specs, judges, config, unseen, transfer_from,
+                                      fid, progress)
+
+
+def _run_experiment_locked(load_pipe, model_id, benchmark, out: Path, specs, judges, config: ExperimentConfig, unseen,
+                           transfer_from, fid, progress) -> dict[str, Any]:
     cache: dict[str, Any] = {}
 
     def pipe_getter():
@@ -255,6 +263,7 @@ def run_experiment(
                 torch.cuda.empty_cache()
 
     judges = released_before(judges, release_pipe)
+    check_inputs(model_id, specs, [], judges, [dataset_row(specs, out)])  # before hours of training
 
     root = out / "checkpoints"
     trained = train_all(pipe_getter, model_id, specs, config, root, progress)
@@ -299,6 +308,7 @@ def evaluate_unseen(pipe_getter, model_id: str, specs: Sequence[RelationSpec], u
 
 
 def add_experiment_parser(sub) -> None:
+    from rrnet import validation as check
     from rrnet.eval.cli import add_judge_flags, add_sampling_flags
 
     p = sub.add_parser("experiment", help="train RRNet, ablations and baselines per relation, evaluate all, report")
@@ -306,11 +316,13 @@ def add_experiment_parser(sub) -> None:
     p.add_argument("--benchmark", required=True, help="folder of relation folders")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--epochs", type=int, default=100, help="RRNet and ablation epochs")
-    p.add_argument("--baseline_epochs", type=int, default=None, help="baseline epochs (default: --epochs)")
-    p.add_argument("--hidden_size", type=int, default=512)
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.4, 0.6, 1.0], help="RRNet weights to evaluate")
-    p.add_argument("--ablation_alpha", type=float, default=0.6, help="the weight at which ablations are compared")
+    p.add_argument("--epochs", type=check.positive_int, default=100, help="RRNet and ablation epochs")
+    p.add_argument("--baseline_epochs", type=check.positive_int, default=None, help="baseline epochs (default: --epochs)")
+    p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=512)
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.2, 0.4, 0.6, 1.0],
+                   help="RRNet weights to evaluate")
+    p.add_argument("--ablation_alpha", type=check.finite_float, default=0.6,
+                   help="the weight at which ablations are compared")
     p.add_argument("--unseen", default=None, help="benchmark folder of unseen object pairs (Sec. 4.4)")
     p.add_argument("--transfer_from", default=None, help="trained relation whose rectifier is transferred (default: the first)")
     add_judge_flags(p)
@@ -321,6 +333,7 @@ def add_experiment_parser(sub) -> None:
 
 
 def run_experiment_cli(args) -> None:
+    from rrnet import validation as check
     from rrnet.backbones.loading import default_device
     from rrnet.eval.cli import (
         fid_options,
@@ -329,8 +342,7 @@ def run_experiment_cli(args) -> None:
         settings_from_args,
     )
 
-    if args.epochs < 1 or (args.baseline_epochs is not None and args.baseline_epochs < 1):
-        raise RRNetError("--epochs and --baseline_epochs must be at least 1")
+    check.check_run(args)
     config = ExperimentConfig(
         train=TrainConfig(epochs=args.epochs, seed=args.seed, hidden=args.hidden_size, resolution=args.resolution),
         baseline_epochs=args.baseline_epochs, variants=tuple(args.variants), alphas=tuple(args.alpha),

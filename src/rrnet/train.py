@@ -84,6 +84,25 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile_unet: bool = False
 
+    def check(self) -> None:
+        """One RRNetError line for a value that cannot train (NaN, infinite, negative, out of range)."""
+        for name in ("learning_rate", "weight_decay", "positive_weight", "negative_weight", "disentangle_noise"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise RRNetError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.learning_rate <= 0:
+            raise RRNetError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        for name in ("epochs", "hidden", "heads", "num_layers", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in ("epochs", "seed") else 1):
+                raise RRNetError(f"{name} must be a {'non-negative' if name in ('epochs', 'seed') else 'positive'} "
+                                 f"integer, got {value!r}")
+        if self.seed >= 2**63:
+            raise RRNetError(f"seed must be below 2**63, got {self.seed}")
+        if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 8
+                                            or self.resolution % 8 or self.resolution > 4096):
+            raise RRNetError(f"resolution must be a multiple of 8 from 8 to 4096, got {self.resolution!r}")
+
 
 @dataclass
 class Side:
@@ -360,6 +379,7 @@ def train_rectifier(
     random streams are left as they were.
     """
     config = config or TrainConfig()
+    config.check()
     checkpointing = checkpointing or Checkpointing()
     with output_lock(output_dir):
         return _train_locked(pipe, spec, config, output_dir, model_id, progress, checkpointing)

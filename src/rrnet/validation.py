@@ -61,6 +61,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_in(low: int, high: int):
+    """An integer type for argparse within [low, high] (a width of 10**9 would only fail as a huge allocation)."""
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer from {low} to {high}"
+    return parse
+
+
 def seed(text: str) -> int:
     value = _number(text, int)
     if not 0 <= value <= MAX_SEED - 1_000_000:
@@ -141,3 +153,74 @@ def check_model_folder(model: str) -> None:
         if pickled and not any(f.suffix == ".safetensors" for f in files):
             raise RRNetError(f"{pickled[0]}: pickled weights; rrnet loads safetensors only "
                              "(convert the model with diffusers' save_pretrained(safe_serialization=True))")
+
+
+def model_text_width(model: str) -> int | None:
+    """The text encoder width of a local model folder (None when unknown without loading it)."""
+    try:
+        config = json.loads((Path(model).expanduser() / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+        width = config.get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return width if isinstance(width, int) else None
+
+
+def check_rectifier_fits(rectifier, model: str) -> None:
+    """A rectifier for another text width is refused before the model loads."""
+    from rrnet.errors import CheckpointError
+
+    width = model_text_width(model)
+    if width is not None and width != rectifier.config.text_width:
+        raise CheckpointError(f"rectifier was trained for a text encoder of width {rectifier.config.text_width}, "
+                              f"this model's is {width}")
+
+
+def check_triplet(triplet) -> None:
+    """--triplet A R B names three different words."""
+    if triplet is None:
+        return
+    a, r, b = (" ".join(w.split()).casefold() for w in triplet)
+    if not all((a, r, b)):
+        raise RRNetError("--triplet words must not be empty")
+    if a == b:
+        raise RRNetError(f"--triplet names the same object twice ({triplet[0]!r}); a relation needs two objects")
+    if r in (a, b):
+        raise RRNetError(f"--triplet relation {triplet[1]!r} is also an object word")
+
+
+def local_tokenizer(model: str):
+    """The tokenizer of a local model folder (cheap to load), or None for a hub id."""
+    folder = Path(model).expanduser() / "tokenizer"
+    if not folder.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError):
+        return None  # the pipeline's own loading reports a broken model
+
+
+def check_prompts(model: str, specs, sentences: tuple[str, ...] = ()) -> None:
+    """Every prompt fits the text encoder and holds its relation's words, as its tokenizer reads
+    them: checked with the tokenizer alone, before the models load (local folders only)."""
+    tokenizer = local_tokenizer(model)
+    if tokenizer is None:
+        return
+    from rrnet.tokens import tokenize_prompt, word_positions
+
+    for spec in specs:
+        for prompt in (spec.prompt, spec.swapped_prompt):
+            tokens = tokenize_prompt(tokenizer, prompt)
+            for word in (spec.object_a, spec.relation, spec.object_b):
+                word_positions(tokenizer, tokens, word)
+    for sentence in sentences:
+        tokenize_prompt(tokenizer, sentence)
+
+
+def check_run(args) -> None:
+    """The checks every model-loading command makes first: device, model folder, output folder."""
+    check_device(getattr(args, "device", None))
+    check_model_folder(args.model)
+    if getattr(args, "output_dir", None) is not None:
+        check_output_dir(args.output_dir)

@@ -22,6 +22,7 @@ _HELP = {
 def add_baseline_parser(sub) -> argparse.ArgumentParser:
     """`rrnet baseline KIND --model M --data RELATION --output_dir D [...]`."""
     # imported here, not at the top: rrnet.cli may import this module
+    from rrnet import validation as check
     from rrnet.cli import _checkpoint_flags, _model_flags
 
     p = sub.add_parser("baseline", help="train a baseline (personalized, textual inversion, LoRA) on one relation")
@@ -31,19 +32,19 @@ def add_baseline_parser(sub) -> argparse.ArgumentParser:
         _model_flags(k)
         _checkpoint_flags(k)
         k.add_argument("--data", required=True, help="relation folder (official index.json layout) or manifest (.json/.toml)")
-        k.add_argument("--epochs", type=int, default=100, help="passes over both prompts' exemplar images")
-        k.add_argument("--learning_rate", type=float, default=None,
+        k.add_argument("--epochs", type=check.positive_int, default=100, help="passes over both prompts' exemplar images")
+        k.add_argument("--learning_rate", type=check.positive_float, default=None,
                        help=f"default {DEFAULT_LEARNING_RATES[kind]:g}")
-        k.add_argument("--batch_size", type=int, default=1)
-        k.add_argument("--weight_decay", type=float, default=0.01)
+        k.add_argument("--batch_size", type=check.int_in(1, 4096), default=1)
+        k.add_argument("--weight_decay", type=check.non_negative_float, default=0.01)
         k.add_argument("--importance_sampling", action="store_true",
                        help="timesteps p(t) ~ 1 - 0.5 cos(pi t/T) as in RRNet (default: uniform)")
         if kind == "textual_inversion":
             k.add_argument("--shared_token", action="store_true",
                            help="one learned token in both prompts (default: one per direction)")
         if kind == "lora":
-            k.add_argument("--rank", type=int, default=4)
-            k.add_argument("--lora_alpha", type=float, default=4.0)
+            k.add_argument("--rank", type=check.int_in(1, 4096), default=4)
+            k.add_argument("--lora_alpha", type=check.positive_float, default=4.0)
             k.add_argument("--target_modules", nargs="+", default=list(LORA_TARGETS))
     return p
 
@@ -65,20 +66,19 @@ def run_baseline(args) -> None:
     from rrnet.backbones.loading import load_pipeline
     from rrnet.baselines.training import train_baseline
     from rrnet.baselines.checkpoint import RECORD_NAME
-    from rrnet.cli import _check_positive, _checkpointing
+    from rrnet.cli import _checkpointing
     from rrnet.data import load_relation
     from rrnet.locking import folder_lock
+    from rrnet import validation as check
     from rrnet.resume import check_output_folder
-    from rrnet.validation import check_output_dir
 
-    _check_positive(args, "epochs", "learning_rate", "batch_size", "resolution", "rank", "lora_alpha",
-                    "checkpointing_steps")
+    check.check_run(args)
     kind = CLI_KINDS[args.baseline_kind]
     config = config_from_args(args)
     config.check()
     spec = load_relation(args.data)
+    check.check_prompts(args.model, [spec])
     checkpointing = _checkpointing(args)
-    check_output_dir(args.output_dir)
     with folder_lock(args.output_dir):  # held from the checks to baseline.json
         finished = (Path(args.output_dir) / RECORD_NAME).is_file()
         check_output_folder(args.output_dir, finished, checkpointing, f"{kind} baseline")

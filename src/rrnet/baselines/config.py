@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rrnet.errors import RRNetError
@@ -56,7 +57,13 @@ class BaselineConfig:
         for name in ("epochs", "batch_size", "lora_rank"):
             if getattr(self, name) < 1:
                 raise RRNetError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate is not None and self.learning_rate <= 0:
-            raise RRNetError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise RRNetError(f"learning_rate must be a finite positive number, got {self.learning_rate}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise RRNetError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise RRNetError(f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
+        if not 0 <= self.seed < 2**63:
+            raise RRNetError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.resolution is not None and self.resolution <= 0:
             raise RRNetError(f"resolution must be positive, got {self.resolution}")

@@ -7,6 +7,9 @@ EXIF rotation and 512/1024 px sizes. Everything here trusts file contents, not n
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
@@ -28,6 +31,11 @@ IMAGE_EXTENSIONS = frozenset(
 
 _BACKGROUND = (255, 255, 255)
 
+# Checked from the header, before any pixel is decoded: a 12000 x 12000 exemplar would take 2 GiB
+# to decode only to be shrunk to 512 px, and a decompression bomb claims far more.
+MAX_IMAGE_PIXELS = 64_000_000
+MIN_IMAGE_SIDE = 8
+
 
 def natural_key(name: str) -> tuple:
     """Sort key that puts "2.png" before "10.png" and "image (3)" before "image (12)"."""
@@ -40,13 +48,40 @@ def _open_error(path: Path, err: BaseException) -> DataError:
     return DataError(f"{path}: not a readable image ({reason})")
 
 
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """`Image.open` with the header checked first: not too large, not too small, not animated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise DataError(f"{path}: image too large to decode safely (a decompression bomb?); exemplars are limited "
+                            f"to {MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{path}: image is {width} x {height} ({width * height / 1e6:.0f} megapixels); exemplars "
+                            f"are limited to {MAX_IMAGE_PIXELS // 1_000_000} megapixels, resize it first")
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise DataError(f"{path}: image is {width} x {height} px; exemplars need at least {MIN_IMAGE_SIDE} px a side")
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise DataError(f"{path}: animated image ({frames} frames); exemplars must be still images")
+        yield image
+
+
 def is_image(path: str | Path) -> bool:
     """True when PIL recognises the file's content as an image (the header only, cheap)."""
-    try:
-        with Image.open(path):
-            return True
-    except Exception:  # PIL raises many unrelated types for non-images
-        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path):
+                return True
+        except Image.DecompressionBombError:
+            return True  # an image, and `check_image` says why it is refused
+        except Exception:  # PIL raises many unrelated types for non-images
+            return False
 
 
 def check_image(path: str | Path) -> Path:
@@ -55,9 +90,8 @@ def check_image(path: str | Path) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
-            if image.width < 1 or image.height < 1:
-                raise DataError(f"{path}: image has no pixels")
+        with open_image(path):
+            pass
     except DataError:
         raise
     except Exception as err:  # PIL raises many unrelated types for corrupt files
@@ -74,13 +108,15 @@ def find_images(folder: str | Path) -> tuple[Path, ...]:
     """
     folder = Path(folder)
     found = []
-    for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: natural_key(p.name))
+    except OSError as err:
+        raise DataError(f"{folder}: cannot list the folder ({err.strerror or err})") from None
+    for entry in entries:
         if entry.name.startswith(".") or not entry.is_file():
-            continue
-        if entry.suffix.lower() in IMAGE_EXTENSIONS:
+            continue  # hidden files, folders, broken links and symlink loops
+        if entry.suffix.lower() in IMAGE_EXTENSIONS or is_image(entry):
             found.append(check_image(entry))
-        elif is_image(entry):
-            found.append(entry)
     return tuple(found)
 
 
@@ -118,10 +154,12 @@ def load_image(path: str | Path, resolution: int) -> torch.Tensor:
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             image = _square(_to_rgb(image), resolution)
+    except DataError:
+        raise
     except Exception as err:  # PIL raises many unrelated types for corrupt files
         raise _open_error(path, err) from err
     pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0

