@@ -149,3 +149,39 @@ def test_baseline_killed_and_resumed_matches(tiny_model_dir, relation_folder, tm
     a, b = load_file(reference / "pytorch_lora_weights.safetensors"), load_file(out / "pytorch_lora_weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (out / "train_log.jsonl").read_text() == (reference / "train_log.jsonl").read_text()
+
+
+def test_non_finite_loss_stops_with_one_line_and_no_rectifier(tiny_model_dir, relation_folder, tmp_path, capsys):
+    out = tmp_path / "rect"
+    code, err = _run(capsys, *_train_args(tiny_model_dir, relation_folder, out, "--learning_rate", "1e30"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "loss became" in err, err
+    assert not (out / "rectifier.safetensors").exists() and not (out / "config.json").exists()
+
+
+def test_interrupted_retraining_never_leaves_the_old_rectifier_loadable(tiny_pipe, relation_folder, tmp_path,
+                                                                        monkeypatch):
+    """Old weights beside a new log would load silently and count as finished: the old result goes first."""
+    import rrnet.train as train
+    from rrnet.data import load_relation
+    from rrnet.experiment import checkpoint_done
+    from rrnet.resume import Checkpointing
+
+    out = tmp_path / "rect"
+    spec = load_relation(relation_folder)
+    train.train_rectifier(tiny_pipe, spec, train.TrainConfig(epochs=1, hidden=8, heads=1), out, progress=False)
+    assert checkpoint_done(out, "rrnet")
+    calls = []
+    real = train.pair_step_loss
+
+    def dies_at_the_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "pair_step_loss", dies_at_the_third_step)
+    with pytest.raises(RuntimeError, match="killed"):
+        train.train_rectifier(tiny_pipe, spec, train.TrainConfig(epochs=2, hidden=8, heads=1, seed=5), out,
+                              progress=False, checkpointing=Checkpointing(overwrite=True))
+    assert not checkpoint_done(out, "rrnet")
+    _assert_not_loadable(out)

@@ -281,8 +281,9 @@ def run_generate(args) -> None:
     if tokenizer is not None:
         from rrnet.tokens import tokenize_prompt
 
-        for prompt in prompts:  # length, before the model loads
-            tokenize_prompt(tokenizer, prompt)
+        with check.quiet_transformers():
+            for prompt in prompts:  # length, before the model loads
+                tokenize_prompt(tokenizer, prompt)
     if args.seed + args.num_images > check.MAX_SEED:
         raise RRNetError(f"--seed {args.seed} + --num_images {args.num_images} is past the largest seed")
     if args.strict and rectifier is not None and not args.triplet:

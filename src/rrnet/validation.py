@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import math
 import os
 from pathlib import Path
@@ -76,7 +78,7 @@ def int_in(low: int, high: int):
 def seed(text: str) -> int:
     value = _number(text, int)
     if not 0 <= value <= MAX_SEED - 1_000_000:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1e6, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED - 1_000_000}, got {text!r}")
     return value
 
 
@@ -209,6 +211,13 @@ def check_prompts(model: str, specs, sentences: tuple[str, ...] = ()) -> None:
         return
     from rrnet.tokens import tokenize_prompt, word_positions
 
+    with quiet_transformers():  # its "sequence longer than 77" note would be a second line
+        _check_prompts(tokenizer, specs, sentences)
+
+
+def _check_prompts(tokenizer, specs, sentences) -> None:
+    from rrnet.tokens import tokenize_prompt, word_positions
+
     for spec in specs:
         for prompt in (spec.prompt, spec.swapped_prompt):
             tokens = tokenize_prompt(tokenizer, prompt)
@@ -216,6 +225,19 @@ def check_prompts(model: str, specs, sentences: tuple[str, ...] = ()) -> None:
                 word_positions(tokenizer, tokens, word)
     for sentence in sentences:
         tokenize_prompt(tokenizer, sentence)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off inside the block (errors still show)."""
+    from transformers.utils import logging as transformers_logging
+
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(level)
 
 
 def check_run(args) -> None:

@@ -52,10 +52,10 @@ def _open_error(path: Path, err: BaseException) -> DataError:
 def open_image(path: Path) -> Iterator[Image.Image]:
     """`Image.open` with the header checked first: not too large, not too small, not animated."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # opening reads the header only
         try:
             image = Image.open(path)
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
             raise DataError(f"{path}: image too large to decode safely (a decompression bomb?); exemplars are limited "
                             f"to {MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
     with image:
