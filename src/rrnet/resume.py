@@ -219,7 +219,7 @@ def _set_numpy_state(saved: dict) -> None:
                          saved["gauss"]))
 
 
-def files_digest(paths: Sequence[str | Path]) -> str:
+def images_digest(paths: Sequence[str | Path]) -> str:
     """A content hash of some files (the exemplar images), so a checkpoint knows its data."""
     digest = hashlib.sha256()
     for path in paths:

@@ -42,7 +42,7 @@ from rrnet.resume import (
     Checkpointer,
     Checkpointing,
     RunLog,
-    files_digest,
+    images_digest,
     start_output,
     stop_requests,
     training_rng,
@@ -355,7 +355,7 @@ def run_identity(pipe, spec: RelationSpec, config: TrainConfig, model_id: str | 
         "kind": "rrnet-rectifier",
         "config": {k: v for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE},
         "relation": {"words": [spec.object_a, spec.relation, spec.object_b],
-                     "prompts": [spec.prompt, spec.swapped_prompt], "images": files_digest(images)},
+                     "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)},
         "model": _model_key(model_id),
         "dtype": str(pipe.unet.dtype),
     }

@@ -27,7 +27,7 @@ from rrnet.errors import CheckpointError, RRNetError
 from rrnet.locking import output_lock
 from rrnet.losses import denoising_target, sample_timestep
 from rrnet.mixed_precision import backward_and_step, gradient_scaler
-from rrnet.resume import Checkpointer, Checkpointing, RunLog, files_digest, start_output, stop_requests, training_rng
+from rrnet.resume import Checkpointer, Checkpointing, RunLog, images_digest, start_output, stop_requests, training_rng
 from rrnet.tokens import tokenize_prompt
 from rrnet.train import unet_predict
 
@@ -72,7 +72,7 @@ def baseline_identity(kind: str, pipe, spec: RelationSpec, config: BaselineConfi
     settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
     return {"kind": f"baseline-{kind}", "config": {**settings, "learning_rate": config.rate(kind)},
             "relation": {"words": [spec.object_a, spec.relation, spec.object_b],
-                         "prompts": [spec.prompt, spec.swapped_prompt], "images": files_digest(images)},
+                         "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)},
             "model": _model_key(model_id), "dtype": str(pipe.unet.dtype)}
 
 

@@ -19,7 +19,6 @@ import torch
 from rrnet.data import RelationSpec
 from rrnet.errors import CheckpointError
 from rrnet.generate import alpha_label, prompt_embeddings
-from rrnet.rectifier import RelationRectifier
 from rrnet.rectifier_files import load_rectifier, rectifier_digest
 
 Conditioner = Callable[[str, float | None], torch.Tensor]
