@@ -1,10 +1,11 @@
 """Run `rrnet` in a child process that SIGKILLs itself at an exact point of a write.
 
-    python tests/kill_switch.py before|after REGEX rrnet-arguments...
+    python tests/kill_switch.py before|after|interrupt REGEX rrnet-arguments...
 
 The child dies just before (or just after) the first `os.replace` whose destination file name
 matches REGEX: the moment a kill hurts most (a rename half of a swap, the last file of a result).
-A real SIGKILL, so nothing in the child gets to clean up. Tests import `run_killed`.
+A real SIGKILL, so nothing in the child gets to clean up. `interrupt` sends the child a SIGINT
+(Ctrl-C) at that moment instead, and it carries on to handle it. Tests import `run_killed`.
 """
 
 from __future__ import annotations
@@ -31,15 +32,10 @@ def run_killed(when: str, pattern: str, *argv, timeout: float = 240) -> subproce
                           env=child_env(), timeout=timeout)
 
 
-def start_rrnet(*argv) -> subprocess.Popen:
-    """`rrnet argv...` as a child process, for tests that signal it themselves."""
-    return subprocess.Popen([sys.executable, "-m", "rrnet.cli", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env())
-
-
 def _main() -> int:
     when, pattern, argv = sys.argv[1], re.compile(sys.argv[2]), sys.argv[3:]
     original = os.replace
+    sent: list[bool] = []
 
     def replace(src, dst, *args, **kwargs):
         hit = pattern.search(Path(dst).name) is not None
@@ -48,6 +44,9 @@ def _main() -> int:
         result = original(src, dst, *args, **kwargs)
         if hit and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
+        if hit and when == "interrupt" and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
         return result
 
     os.replace = replace

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from rrnet.cli import main
 from rrnet.errors import CheckpointError
 from rrnet.rectifier import RelationRectifier
 
-from kill_switch import run_killed, start_rrnet
+from kill_switch import run_killed
 
 EPOCHS = 2  # 10 pair steps, one checkpoint after each
 
@@ -82,14 +81,9 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_model_dir, relati
                                                            capsys):
     out = tmp_path / "rect"
     args = _train_args(tiny_model_dir, relation_folder, out)  # no --checkpointing_steps: Ctrl-C still saves one
-    child = start_rrnet(*args)
-    try:
-        while not (out / "train_log.jsonl").is_file() and child.poll() is None:
-            time.sleep(0.05)
-        child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=240)
-    finally:
-        child.kill()
+    # Ctrl-C right after the log is started: the first step is under way
+    child = run_killed("interrupt", r"^train_log\.jsonl$", *args)
+    stderr = child.stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert child.returncode == 130 and len(lines) == 1, stderr
     assert lines[0].startswith("rrnet: interrupted at step") and "--resume_from_checkpoint latest" in lines[0]
