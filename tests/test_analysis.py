@@ -54,7 +54,7 @@ def test_osp_cosine_matches_direct_computation(tiny_pipe, tmp_path):
     report = osp_similarity(tiny_pipe, [(ARB, ARB), (ARB, BRA)])
     same, pair = report.pairs
     assert same.eot_cosine == pytest.approx(1.0, abs=1e-9) and same.word_mean_cosine == pytest.approx(1.0, abs=1e-9)
-    assert pair.eot_cosine <= 1.0 + 1e-9 and pair.rectified_eot_cosine == {}
+    assert pair.rectified_eot_cosine == {}
     x, y = encode_prompt(tiny_pipe, ARB), encode_prompt(tiny_pipe, BRA)
     assert pair.eot_cosine == pytest.approx(float(F.cosine_similarity(x.eot, y.eot, dim=0)), abs=1e-6)
     eot = x.tokens.eot_index

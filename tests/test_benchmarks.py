@@ -21,7 +21,6 @@ def test_gpu_train_runs_on_cpu_with_the_tiny_shape(monkeypatch, capsys, tmp_path
     assert "| reference |" in out and "| fast-fp32 |" in out and "| fast-bf16-ckpt |" in out
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["reference", "fast-fp32", "fast-bf16-ckpt"]
-    assert all(r["projected_500_steps_s"] >= 500 * r["s_per_pair_step"] for r in rows)
 
 
 def test_gpu_train_refuses_cuda_without_a_gpu(monkeypatch, capsys):

@@ -21,6 +21,7 @@ from rrnet.errors import RRNetError
 from rrnet.generate import alpha_label
 from rrnet.grid import image_grid, mosaic
 from rrnet.train import TrainConfig, train_rectifier
+from rrnet import validation as check
 
 DEMO_TRIPLET = ("red circle", "above", "blue square")
 DEMO_ALPHAS = (0.4, 0.8, 1.2)
@@ -31,10 +32,10 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--output_dir", default="outputs/demo")
     p.add_argument("--model", default=None, help="mini-world backbone folder (default: the shipped one)")
     p.add_argument("--quick", action="store_true", help="few epochs and samples (smoke test)")
-    p.add_argument("--samples", type=int, default=None, help="images per prompt and setting (default 100; quick 8)")
-    p.add_argument("--epochs", type=int, default=None, help="rectifier epochs (default 100; quick 3)")
-    p.add_argument("--alpha", type=float, nargs="+", default=list(DEMO_ALPHAS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=check.positive_int, default=None, help="images per prompt and setting (default 100; quick 8)")
+    p.add_argument("--epochs", type=check.positive_int, default=None, help="rectifier epochs (default 100; quick 3)")
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(DEMO_ALPHAS))
+    p.add_argument("--seed", type=check.seed, default=0)
     p.add_argument("--no_progress", action="store_true")
 
 
@@ -51,6 +52,7 @@ def run_demo(args: argparse.Namespace) -> None:
     from rrnet.world.evaluate import score_prompt
     from rrnet.world.exemplars import write_relation_folder
 
+    check.check_output_dir(args.output_dir)
     model_dir = Path(args.model) if args.model else shipped_backbone()
     if not (model_dir / "model_index.json").is_file():
         raise RRNetError(f"{model_dir}: no mini-world backbone here; build it with `rrnet world build`")

@@ -116,6 +116,9 @@ class RelationRectifier(nn.Module):
             raise CheckpointError(f"unknown rectifier adjuster {config.adjuster!r}; expected one of {ADJUSTERS}")
         if config.edit_positions not in EDIT_POSITIONS:
             raise CheckpointError(f"unknown edit positions {config.edit_positions!r}; expected one of {EDIT_POSITIONS}")
+        if config.adjuster == "free" and len(config.triplets) > 1:
+            raise CheckpointError("a free-vector rectifier (no graph network) holds one relation; this config lists "
+                                  f"{len(config.triplets)}")
         self.config = config
         width = config.text_width
         if config.adjuster == "hgcn":
@@ -141,11 +144,12 @@ class RelationRectifier(nn.Module):
         return graph.to(device)
 
     def direction_of(self, triplet: Triplet) -> int:
-        """0 for the trained triplet, 1 for its swap, -1 for anything else."""
+        """0 for the trained triplet, 1 for its swap, -1 for anything else, or when the rectifier knows
+        several relations (free vectors hold one relation's two prompts only)."""
         known = self.known_triplets()
-        if known and triplet == known[0]:
-            return 0
-        return 1 if known and triplet == known[0].swapped() else -1
+        if len(known) != 1:
+            return -1
+        return 0 if triplet == known[0] else 1 if triplet == known[0].swapped() else -1
 
     def adjust_vectors(self, graphs: list | Batch) -> torch.Tensor:
         """(G, 2, D) adjustment vectors: [:, 0] for the prompt, [:, 1] for its object sentence.
@@ -237,9 +241,14 @@ class RelationRectifier(nn.Module):
 
     # ---- persistence --------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write `rectifier.safetensors` + `config.json`, each atomically (temp file + rename)."""
+        """Write `rectifier.safetensors` + `config.json`, each atomically (temp file + rename).
+
+        `config.json` is the folder's completion marker: an old one is removed before the new
+        weights go in and the new one is written last, so a reader never pairs new weights with an
+        old config, and a kill in between leaves a folder that reads as unfinished."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_NAME).unlink(missing_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": FORMAT}))
         text = json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n"
@@ -254,12 +263,12 @@ class RelationRectifier(nn.Module):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise CheckpointError(f"{path}: not found (a rectifier folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        from rrnet.rectifier_files import check_config
+
         try:
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
-            if raw.get("format") != FORMAT:
-                raise CheckpointError(f"{config_path}: not an rrnet rectifier config")
+            raw = check_config(json.loads(config_path.read_text(encoding="utf-8")), config_path)
             config = RectifierConfig(**raw)
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             raise CheckpointError(f"{config_path}: invalid rectifier config ({exc})") from None
         model = cls(config)
         try:

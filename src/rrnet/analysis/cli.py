@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rrnet import validation as check
 from rrnet.errors import DataError, RRNetError
 
 MASK_MODE_HELP = ("eot: the first EOT position (the vector RRNet edits); eot_and_padding: EOT and every position "
@@ -16,9 +17,9 @@ MASK_MODE_HELP = ("eot: the first EOT position (the vector RRNet edits); eot_and
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num_images", type=int, default=4, help="images per prompt and variant (image k uses seed + k)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
-    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
+    p.add_argument("--num_images", type=check.positive_int, default=4, help="images per prompt and variant (image k uses seed + k)")
+    p.add_argument("--steps", type=check.positive_int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
 
 def _triplet_flag(p: argparse.ArgumentParser, help: str) -> None:
@@ -37,7 +38,7 @@ def add_analyze_parser(sub) -> None:
     o.add_argument("--pairs", nargs="+", default=[], metavar="'PROMPT|SWAPPED'", help="prompt pairs, each 'prompt|swapped prompt'")
     o.add_argument("--pairs_file", default=None, help="text file, one 'prompt|swapped prompt' per line (# comments)")
     o.add_argument("--rectifier", default=None, help="rectifier folder: also report the rectified EOT cosine")
-    o.add_argument("--alpha", type=float, nargs="+", default=None, help="alphas for the rectified cosine (default 0 .. 0.8)")
+    o.add_argument("--alpha", type=check.finite_float, nargs="+", default=None, help="alphas for the rectified cosine (default 0 .. 0.8)")
     _triplet_flag(o, "the words to rectify when the prompts are not the trained relation")
 
     m = analyses.add_parser("mask-eot", help="generate with the EOT token kept vs masked out of cross-attention (Fig. 2)")
@@ -57,7 +58,7 @@ def add_analyze_parser(sub) -> None:
     a = analyses.add_parser("alpha-sweep", help="a grid of the same seeds at increasing alpha (Fig. 4)")
     _model_flags(a)
     a.add_argument("--rectifier", required=True)
-    a.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
+    a.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
     a.add_argument("--prompt", nargs="+", default=None, help="prompts (default: the rectifier's pair)")
     _sampling_flags(a)
     _triplet_flag(a, "the words to rectify when the prompts are not the trained relation (also: judge mini-world images)")

@@ -36,7 +36,8 @@ def load_pipeline(model: str, device: str | None = None, mixed_precision: str = 
     try:
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=DTYPES[mixed_precision])
+        # safetensors only: a pickled .bin in a model folder is never unpickled
+        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=DTYPES[mixed_precision], use_safetensors=True)
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RRNetError(f"could not load model {model!r}: {first}") from None

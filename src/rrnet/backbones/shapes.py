@@ -49,32 +49,33 @@ def build_pipeline_from_shape(
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=shape.text_width, intermediate_size=4 * shape.text_width if shape.text_width > 64 else 2 * shape.text_width,
-        num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads, max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        hidden_act="gelu", projection_dim=shape.text_width,
-    ))
-    n_vae = len(shape.vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=shape.vae_layers,
-        down_block_types=("DownEncoderBlock2D",) * n_vae, up_block_types=("UpDecoderBlock2D",) * n_vae,
-        block_out_channels=shape.vae_channels, norm_num_groups=shape.norm_groups, sample_size=shape.resolution,
-    )
-    n = len(shape.unet_channels)
-    down, up = _unet_blocks(n, n - 1 if shape.cross_attn_levels is None else shape.cross_attn_levels)
-    unet = UNet2DConditionModel(
-        sample_size=shape.resolution // 2 ** (n_vae - 1), in_channels=4, out_channels=4,
-        layers_per_block=shape.layers_per_block, block_out_channels=shape.unet_channels,
-        down_block_types=down, up_block_types=up, cross_attention_dim=shape.text_width,
-        attention_head_dim=shape.head_dims if sd_version == 2 else 8, use_linear_projection=sd_version == 2,
-        norm_num_groups=shape.norm_groups,
-    )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
-    )
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=shape.text_width, intermediate_size=4 * shape.text_width if shape.text_width > 64 else 2 * shape.text_width,
+            num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads, max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            hidden_act="gelu", projection_dim=shape.text_width,
+        ))
+        n_vae = len(shape.vae_channels)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=shape.vae_layers,
+            down_block_types=("DownEncoderBlock2D",) * n_vae, up_block_types=("UpDecoderBlock2D",) * n_vae,
+            block_out_channels=shape.vae_channels, norm_num_groups=shape.norm_groups, sample_size=shape.resolution,
+        )
+        n = len(shape.unet_channels)
+        down, up = _unet_blocks(n, n - 1 if shape.cross_attn_levels is None else shape.cross_attn_levels)
+        unet = UNet2DConditionModel(
+            sample_size=shape.resolution // 2 ** (n_vae - 1), in_channels=4, out_channels=4,
+            layers_per_block=shape.layers_per_block, block_out_channels=shape.unet_channels,
+            down_block_types=down, up_block_types=up, cross_attention_dim=shape.text_width,
+            attention_head_dim=shape.head_dims if sd_version == 2 else 8, use_linear_projection=sd_version == 2,
+            norm_num_groups=shape.norm_groups,
+        )
+        scheduler = PNDMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+            skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
+        )
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
