@@ -1,9 +1,13 @@
 import json
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from rrnet.data import load_relation
-from rrnet.train import PAIR_STEPS, TrainConfig, pair_step_loss, prepare_relation, train_rectifier, freeze, new_rectifier
+from rrnet.rectifier import encode_prompt
+from rrnet.train import (PAIR_STEPS, TrainConfig, freeze, new_rectifier, pair_step_loss, prepare_relation,
+                         rectified_eot_cosine, train_rectifier)
 
 SMALL = dict(hidden=16, heads=2)
 
@@ -22,19 +26,37 @@ def test_frozen_models_bit_identical_and_log_written(tiny_pipe, relation_dir, tm
     lines = [json.loads(l) for l in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == [1, 2] and len(history) == 2
     assert set(lines[0]["steps"]) == {"/".join(p) for p in PAIR_STEPS}
-    assert -1.0 <= lines[-1]["eot_cosine"] <= 1.0
+    # the logged cosines are the ones the saved rectifier gives: base (alpha 0) and rectified (alpha 1)
+    prompt, swapped = (encode_prompt(tiny_pipe, p).eot for p in (spec.prompt, spec.swapped_prompt))
+    assert lines[-1]["eot_cosine_base"] == pytest.approx(F.cosine_similarity(prompt, swapped, dim=0).item(), abs=1e-5)
+    prepared = prepare_relation(tiny_pipe, rect, spec, TrainConfig(epochs=2, **SMALL))
+    assert lines[-1]["eot_cosine"] == pytest.approx(rectified_eot_cosine(rect, prepared), abs=1e-5)
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["triplets"] == [{"object_a": "red block", "relation": "above", "object_b": "blue block"}]
     assert saved["training"]["epochs"] == 2
 
 
-def test_training_changes_the_rectifier(tiny_pipe, relation_dir):
+def _objective(pipe, rect, prepared, cfg) -> float:
+    """The training loss on fixed draws (same noise, timesteps and exemplars before and after)."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    chosen = {k: 0 for k in prepared.sides}
+    with torch.no_grad():
+        return sum(pair_step_loss(pipe, rect, prepared, pair, chosen, cfg, sched, torch.Generator().manual_seed(s)).loss.item()
+                   for pair in PAIR_STEPS for s in range(6))
+
+
+def test_training_lowers_its_objective(tiny_pipe, relation_dir):
+    """Training must lower the relation-compelling loss on fixed draws; weight decay alone would not."""
     spec = load_relation(relation_dir)
-    torch.manual_seed(0)
-    cfg = TrainConfig(epochs=3, learning_rate=1e-2, **SMALL)
-    start = new_rectifier(tiny_pipe, cfg).state_dict()
+    cfg = TrainConfig(epochs=10, learning_rate=1e-2, **SMALL)
+    freeze(tiny_pipe)
+    untrained = new_rectifier(tiny_pipe, cfg)
+    before = _objective(tiny_pipe, untrained, prepare_relation(tiny_pipe, untrained, spec, cfg), cfg)
     rect, _ = train_rectifier(tiny_pipe, spec, cfg, progress=False)
-    assert any(not torch.equal(start[k], v) for k, v in rect.state_dict().items())
+    after = _objective(tiny_pipe, rect, prepare_relation(tiny_pipe, rect, spec, cfg), cfg)
+    assert after < before - 0.01 * abs(before), (before, after)
 
 
 def test_only_the_rectifier_receives_gradients(tiny_pipe, relation_dir):

@@ -50,10 +50,14 @@ def _checkpointing(args):
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a rectifier for one relation")
+    p = sub.add_parser("train", help="train one rectifier on one relation or many")
     _model_flags(p)
     _checkpoint_flags(p)
-    p.add_argument("--data", required=True, help="relation folder (official index.json layout) or manifest (.json/.toml)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="relation folders (official index.json layout) or manifests (.json/.toml), or benchmark "
+                        "folders of relation folders: one rectifier learns them all")
+    p.add_argument("--relations_per_step", type=check.int_in(1, 4096), default=8,
+                   help="with several relations: how many share one optimiser step (one UNet batch; lower it if memory runs out)")
     p.add_argument("--epochs", type=check.positive_int, default=100)
     p.add_argument("--learning_rate", type=check.positive_float, default=3e-4)
     p.add_argument("--weight_decay", type=check.non_negative_float, default=0.01)
@@ -226,16 +230,17 @@ def _check_positive(args, *names: str) -> None:
 
 def run_train(args) -> None:
     from rrnet.backbones.loading import load_pipeline
-    from rrnet.data import load_relation
-    from rrnet.train import TrainConfig, train_rectifier
+    from rrnet.data import load_relations
+    from rrnet.train import TrainConfig, check_relation_set, train_rectifier
 
     from rrnet.locking import folder_lock
     from rrnet.resume import check_output_folder
     from rrnet.train import rectifier_finished
 
     check.check_run(args)
-    spec = load_relation(args.data)
-    check.check_prompts(args.model, [spec], (f"this is a photo of {spec.object_a}", f"this is a photo of {spec.object_b}"))
+    specs = load_relations(args.data)
+    objects = sorted({word for spec in specs for word in (spec.object_a, spec.object_b)})
+    check.check_prompts(args.model, specs, tuple(f"this is a photo of {word}" for word in objects))
     checkpointing = _checkpointing(args)
     config = TrainConfig(
         epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
@@ -246,15 +251,17 @@ def run_train(args) -> None:
         seed=args.seed, cache_latents=not args.no_cache_latents, cache_text=not args.no_cache_text,
         batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
-        edit_positions="after_eot" if args.edit_after_eot else "eot",
+        edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
     )
+    check_relation_set(specs, config)
     with folder_lock(args.output_dir):  # held from the checks to the last file written
         check_output_folder(args.output_dir, rectifier_finished(args.output_dir), checkpointing, "rectifier")
         pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
-        _, history = train_rectifier(pipe, spec, config, args.output_dir, model_id=args.model,
+        _, history = train_rectifier(pipe, specs, config, args.output_dir, model_id=args.model,
                                      progress=not args.no_progress, checkpointing=checkpointing)
     last = history[-1]
-    print(f"trained {spec.name}: loss {last['loss']:.4f}, EOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}")
+    name = specs[0].name if len(specs) == 1 else f"{len(specs)} relations"
+    print(f"trained {name}: loss {last['loss']:.4f}, EOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}")
     print(f"rectifier saved to {args.output_dir}")
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs
 from rrnet.locking import output_lock
 from rrnet.losses import PairLoss, denoising_target, relation_compelling_loss, sample_timestep
 from rrnet.mixed_precision import backward_and_step, gradient_scaler
+from rrnet.prompt_parser import relation_phrases
 from rrnet.rectifier import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -76,6 +77,7 @@ class TrainConfig:
     num_layers: int = 2
     seed: int = 0
     adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt instead of the graph network
+    relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
     edit_positions: str = "eot"  # ablation "after_eot": edit the padding after the EOT as well
     # fast path: each part can be switched off to measure it (results stay the same)
     cache_latents: bool = True
@@ -92,7 +94,7 @@ class TrainConfig:
                 raise RRNetError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.learning_rate <= 0:
             raise RRNetError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        for name in ("epochs", "hidden", "heads", "num_layers", "seed"):
+        for name in ("epochs", "hidden", "heads", "num_layers", "seed", "relations_per_step"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in ("epochs", "seed") else 1):
                 raise RRNetError(f"{name} must be a {'non-negative' if name in ('epochs', 'seed') else 'positive'} "
@@ -213,34 +215,40 @@ def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: t
 def pair_step_loss(
     pipe,
     rectifier: RelationRectifier,
-    prepared: PreparedRelation,
+    prepared: PreparedRelation | Sequence[PreparedRelation],
     pair: tuple[str, str],
-    chosen: dict[str, int],
+    chosen: dict[str, int] | Sequence[dict[str, int]],
     config: TrainConfig,
     noise_scheduler,
     generator: torch.Generator,
 ) -> PairLoss:
-    """The relation-compelling loss of one pair step (one timestep and one noise draw shared)."""
+    """The relation-compelling loss of one pair step: one relation, or a group of relations trained
+    together (each with its own timestep and noise draw, all in one UNet batch; the loss is their mean)."""
     device = pipe.unet.device
-    if not config.cache_text:
-        prepared = refresh_text(pipe, rectifier, prepared)
-    sides = [prepared.sides[name] for name in pair]
-    deltas = rectifier.adjust_vectors(prepared.batched)
-    delta_rows = []
-    for side in sides:
-        delta = deltas[side.graph, side.adjust]
-        if side.delta_noise:
-            delta = delta + side.delta_noise * torch.randn(delta.shape, generator=generator).to(delta.device)
-        delta_rows.append(delta)
-    embeds = torch.stack([s.encoded.hidden for s in sides]).to(device)
-    eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
-    cond = add_at_eot(embeds, eots, torch.stack(delta_rows).to(device), positions=rectifier.config.edit_positions)
-
-    own = torch.stack([exemplar_latent(pipe, side, chosen[side.name], generator) for side in sides]).to(device)
-    other = own.flip(0)
-    noise = torch.randn(own.shape, generator=generator).to(device)
-    t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
-    t = t.to(device).expand(len(sides))
+    group = [prepared] if isinstance(prepared, PreparedRelation) else list(prepared)
+    picks = [chosen] if isinstance(chosen, dict) else list(chosen)
+    conds, owns, others, noises, steps = [], [], [], [], []
+    for relation, pick in zip(group, picks, strict=True):
+        if not config.cache_text:
+            relation = refresh_text(pipe, rectifier, relation)
+        sides = [relation.sides[name] for name in pair]
+        deltas = rectifier.adjust_vectors(relation.batched)
+        delta_rows = []
+        for side in sides:
+            delta = deltas[side.graph, side.adjust]
+            if side.delta_noise:
+                delta = delta + side.delta_noise * torch.randn(delta.shape, generator=generator).to(delta.device)
+            delta_rows.append(delta)
+        embeds = torch.stack([s.encoded.hidden for s in sides]).to(device)
+        eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
+        conds.append(add_at_eot(embeds, eots, torch.stack(delta_rows).to(device), positions=rectifier.config.edit_positions))
+        own = torch.stack([exemplar_latent(pipe, side, pick[side.name], generator) for side in sides]).to(device)
+        owns.append(own)
+        others.append(own.flip(0))  # each side's negative is the other side's image
+        noises.append(torch.randn(own.shape, generator=generator).to(device))
+        t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
+        steps.append(t.to(device).expand(len(sides)))
+    cond, own, other, noise, t = (torch.cat(x) for x in (conds, owns, others, noises, steps))
 
     noisy_own = noise_scheduler.add_noise(own, noise, t)
     target_own = denoising_target(noise_scheduler, own, noise, t)
@@ -280,14 +288,18 @@ def configure_unet(pipe, config: TrainConfig) -> None:
         pipe.unet.compile()  # in place, once
 
 
-def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | None = None) -> RelationRectifier:
-    """A freshly initialised rectifier (seeded); with `spec`, it already knows its triplet and prompts."""
+def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | Sequence[RelationSpec] | None = None) -> RelationRectifier:
+    """A freshly initialised rectifier (seeded); with `spec` (one or several), it already knows its
+    triplets, prompts and the relation phrases it will find in prompts."""
     width = pipe.text_encoder.config.hidden_size
     rc = RectifierConfig(text_width=width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers,
                          adjuster=config.adjuster, edit_positions=config.edit_positions)
-    if spec is not None:
-        rc.triplets = [asdict(Triplet(spec.object_a, spec.relation, spec.object_b))]
-        rc.prompts = [[spec.prompt, spec.swapped_prompt]]
+    specs = [] if spec is None else [spec] if isinstance(spec, RelationSpec) else list(spec)
+    if specs:
+        rc.triplets = [asdict(Triplet(s.object_a, s.relation, s.object_b)) for s in specs]
+        rc.prompts = [[s.prompt, s.swapped_prompt] for s in specs]
+        rc.relation_phrases = relation_phrases([((s.object_a, s.relation, s.object_b), [s.prompt, s.swapped_prompt])
+                                                for s in specs])
     with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's global RNG is untouched
         torch.manual_seed(config.seed)
         rectifier = RelationRectifier(rc)
@@ -348,29 +360,52 @@ def _model_key(model_id: str | None) -> str | None:
     return model_id
 
 
-def run_identity(pipe, spec: RelationSpec, config: TrainConfig, model_id: str | None) -> dict:
-    """What a checkpoint must agree with to be resumed: recipe, relation and its images, model."""
-    images = [*spec.images_prompt, *spec.images_swapped, *spec.images_a, *spec.images_b]
+def run_identity(pipe, specs: Sequence[RelationSpec], config: TrainConfig, model_id: str | None) -> dict:
+    """What a checkpoint must agree with to be resumed: recipe, relations and their images, model."""
+    def relation(spec: RelationSpec) -> dict:
+        images = [*spec.images_prompt, *spec.images_swapped, *spec.images_a, *spec.images_b]
+        return {"words": [spec.object_a, spec.relation, spec.object_b],
+                "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)}
+
     return {
         "kind": "rrnet-rectifier",
         "config": {k: v for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE},
-        "relation": {"words": [spec.object_a, spec.relation, spec.object_b],
-                     "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)},
+        "relations": [relation(spec) for spec in specs],
         "model": _model_key(model_id),
         "dtype": str(pipe.unet.dtype),
     }
 
 
+def check_relation_set(specs: Sequence[RelationSpec], config: TrainConfig) -> None:
+    """Several relations train one rectifier only with the graph network, and each only once."""
+    if not specs:
+        raise RRNetError("no relations to train on")
+    seen: dict[tuple[str, str, str], str] = {}
+    for spec in specs:
+        key = (spec.object_a, spec.relation, spec.object_b)
+        if key in seen or (spec.object_b, spec.relation, spec.object_a) in seen:
+            other = seen.get(key) or seen[(spec.object_b, spec.relation, spec.object_a)]
+            raise RRNetError(f"relation {' '.join(key)!r} is given twice ({other} and {spec.name}); "
+                             "each relation folder already trains both directions")
+        seen[key] = spec.name
+    if len(specs) > 1 and config.adjuster == "free":
+        raise RRNetError("--no_hgcn trains one relation only: a free vector per prompt cannot carry over to other "
+                         f"relations (got {len(specs)})")
+
+
 def train_rectifier(
     pipe,
-    spec: RelationSpec,
+    spec: RelationSpec | Sequence[RelationSpec],
     config: TrainConfig | None = None,
     output_dir: str | Path | None = None,
     model_id: str | None = None,
     progress: bool = True,
     checkpointing: Checkpointing | None = None,
 ) -> tuple[RelationRectifier, list[dict]]:
-    """Train a rectifier for one relation; returns it and the per-epoch history.
+    """Train one rectifier on one relation or several; returns it and the per-epoch history.
+
+    Several relations: every epoch visits each relation's pair steps once, `relations_per_step`
+    relations per optimiser step (one UNet batch); with one relation this is the paper's loop.
 
     With `output_dir`, writes `train_log.jsonl` (one line per epoch), `checkpoint-N/` folders as
     `checkpointing` asks (and on Ctrl-C, raising `TrainingInterrupted`), and the rectifier last.
@@ -380,19 +415,22 @@ def train_rectifier(
     """
     config = config or TrainConfig()
     config.check()
+    specs = [spec] if isinstance(spec, RelationSpec) else list(spec)
+    check_relation_set(specs, config)
     checkpointing = checkpointing or Checkpointing()
     with output_lock(output_dir):
-        return _train_locked(pipe, spec, config, output_dir, model_id, progress, checkpointing)
+        return _train_locked(pipe, specs, config, output_dir, model_id, progress, checkpointing)
 
 
-def _train_locked(pipe, spec: RelationSpec, config: TrainConfig, output_dir: str | Path | None, model_id: str | None,
+def _train_locked(pipe, specs: list[RelationSpec], config: TrainConfig, output_dir: str | Path | None, model_id: str | None,
                   progress: bool, checkpointing: Checkpointing) -> tuple[RelationRectifier, list[dict]]:
     if output_dir is None and (checkpointing.every or checkpointing.resume_from):
         raise RRNetError("checkpointing and resuming need an output folder")
     with training_backbone(pipe, config), training_rng(config.seed, pipe.unet.device):
-        rectifier = new_rectifier(pipe, config, spec)
-        prepared = prepare_relation(pipe, rectifier, spec, config)  # words, prompts, images: checked before any write
-        identity = run_identity(pipe, spec, config, model_id)
+        rectifier = new_rectifier(pipe, config, specs)
+        # words, prompts, images: checked before any write
+        prepared = [prepare_relation(pipe, rectifier, spec, config) for spec in specs]
+        identity = run_identity(pipe, specs, config, model_id)
         resume = None
         if output_dir is not None:
             resume = start_output(output_dir, checkpointing, rectifier_finished(output_dir),
@@ -408,7 +446,21 @@ def _train_locked(pipe, spec: RelationSpec, config: TrainConfig, output_dir: str
     return rectifier, history
 
 
-def _fit(pipe, rectifier: RelationRectifier, prepared: PreparedRelation, config: TrainConfig,
+def _epoch_plan(order: list[int], per_step: int, steps) -> list[tuple[list[int], tuple[str, str]]]:
+    """An epoch's optimiser steps: each group of relations (in the epoch's order) runs every pair step."""
+    groups = [order[i:i + per_step] for i in range(0, len(order), per_step)]
+    return [(group, pair) for group in groups for pair in steps]
+
+
+def _mean_steps(entries: list[dict]) -> dict:
+    """One pair step's losses averaged over the relation groups of an epoch."""
+    mean = {key: sum(e[key] for e in entries) / len(entries) for key in ("loss", "positive")}
+    negatives = [e["negative"] for e in entries if e["negative"] is not None]
+    mean["negative"] = sum(negatives) / len(negatives) if negatives else None
+    return mean
+
+
+def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], config: TrainConfig,
          output_dir: str | Path | None, progress: bool, checkpointing: Checkpointing, identity: dict,
          resume: Path | None) -> list[dict]:
     """The training loop: epochs of pair steps, each step one optimiser step, resumable at any step."""
@@ -420,13 +472,15 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: PreparedRelation, config:
     generator = torch.Generator().manual_seed(config.seed)
     picker = random.Random(config.seed)
     steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
-    base_cosine = rectified_eot_cosine(rectifier, prepared, alpha=0.0)
+    base_cosines = [rectified_eot_cosine(rectifier, relation, alpha=0.0) for relation in prepared]
+    several = len(prepared) > 1
 
     with stop_requests() as stop:
         saver = Checkpointer(output_dir, checkpointing, identity, {"rectifier": rectifier}, optimizer, scaler,
                              {"train": generator}, {"picker": picker}, stop)
-        # step: optimiser steps done; epoch: epochs done; position: pair steps done in the current epoch
-        state: dict = {"step": 0, "epoch": 0, "position": 0, "chosen": None, "record": None, "history": []}
+        # step: optimiser steps done; epoch: epochs done; position: optimiser steps done in the current epoch
+        state: dict = {"step": 0, "epoch": 0, "position": 0, "order": None, "chosen": None, "record": None,
+                       "history": []}
         if resume is not None:
             state = saver.load(resume)
             if state["epoch"] > config.epochs:
@@ -438,30 +492,43 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: PreparedRelation, config:
         try:
             for epoch in bar:
                 if state["position"] == 0:
-                    state["chosen"] = {name: picker.randrange(len(s.latent_mean)) for name, s in prepared.sides.items()}
+                    order = list(range(len(prepared)))
+                    if several:
+                        picker.shuffle(order)
+                    state["order"] = order
+                    state["chosen"] = [{name: picker.randrange(len(s.latent_mean)) for name, s in relation.sides.items()}
+                                       for relation in prepared]
                     state["record"] = {"epoch": epoch + 1, "steps": {}}
-                for index in range(state["position"], len(steps)):
-                    pair = steps[index]
-                    result = pair_step_loss(pipe, rectifier, prepared, pair, state["chosen"], config, noise_scheduler,
-                                            generator)
+                plan = _epoch_plan(state["order"], config.relations_per_step, steps)
+                for index in range(state["position"], len(plan)):
+                    group, pair = plan[index]
+                    if several:
+                        members, picks = [prepared[i] for i in group], [state["chosen"][i] for i in group]
+                    else:
+                        members, picks = prepared[0], state["chosen"][0]
+                    result = pair_step_loss(pipe, rectifier, members, pair, picks, config, noise_scheduler, generator)
                     loss = result.loss.item()
                     check_finite(loss, state["step"] + 1, epoch + 1)
                     backward_and_step(result.loss, optimizer, scaler)
-                    state["record"]["steps"]["/".join(pair)] = {
+                    state["record"]["steps"].setdefault("/".join(pair), []).append({
                         "loss": loss,
                         "positive": result.positive.item(),
                         "negative": None if result.negative is None else result.negative.item(),
-                    }
+                    })
                     state["step"] += 1
                     state["position"] = index + 1
                     saver.after_step(state)
                 record = state["record"]
+                record["steps"] = {key: _mean_steps(entries) for key, entries in record["steps"].items()}
                 losses = [s["loss"] for s in record["steps"].values()]
                 record["loss"] = sum(losses) / len(losses)
-                record["eot_cosine"] = rectified_eot_cosine(rectifier, prepared)
-                record["eot_cosine_base"] = base_cosine
+                cosines = [rectified_eot_cosine(rectifier, relation) for relation in prepared]
+                record["eot_cosine"] = sum(cosines) / len(cosines)
+                record["eot_cosine_base"] = sum(base_cosines) / len(base_cosines)
+                if several:
+                    record["eot_cosines"] = {" ".join(astuple(relation.triplet)): c for relation, c in zip(prepared, cosines)}
                 state["history"].append(record)
-                state.update(epoch=epoch + 1, position=0, chosen=None, record=None)
+                state.update(epoch=epoch + 1, position=0, order=None, chosen=None, record=None)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", cos=f"{record['eot_cosine']:.3f}")
                 if log is not None:
                     log.write(record)

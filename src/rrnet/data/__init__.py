@@ -10,7 +10,7 @@ from rrnet.data.images import (
     natural_key,
     save_image_atomic,
 )
-from rrnet.data.specs import RelationSpec, find_relations, load_relation
+from rrnet.data.specs import RelationSpec, find_relations, load_relation, load_relations
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -22,6 +22,7 @@ __all__ = [
     "load_image",
     "load_images",
     "load_relation",
+    "load_relations",
     "natural_key",
     "save_image_atomic",
 ]

@@ -379,3 +379,17 @@ def find_relations(root: str | Path) -> list[RelationSpec]:
             f"{root}: no relation sub-folders (with {INDEX_FILE} or relation.toml){hint}"
         )
     return specs
+
+
+def load_relations(paths: str | Path | list[str | Path]) -> list[RelationSpec]:
+    """The relations of several `--data` paths: each a relation (folder or manifest) or a benchmark
+    folder of relation folders, in the order given."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    specs: list[RelationSpec] = []
+    for path in paths:
+        folder = Path(path).expanduser().absolute()
+        if folder.is_dir() and _relation_file_in(folder) is None:
+            specs.extend(find_relations(folder))
+        else:
+            specs.append(load_relation(folder))
+    return specs

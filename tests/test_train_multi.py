@@ -1,0 +1,90 @@
+"""One rectifier trained on several relations: config, batching, resuming, refusals."""
+
+import json
+
+import pytest
+import torch
+
+from rrnet.data import load_relation, load_relations
+from rrnet.errors import RRNetError
+from rrnet.resume import Checkpointing
+from rrnet.train import TrainConfig, train_rectifier
+from rrnet.world.exemplars import write_relation_folder
+
+SMALL = dict(hidden=16, heads=2)
+
+
+@pytest.fixture()
+def two_relations(tmp_path):
+    bench = tmp_path / "bench"
+    write_relation_folder(bench, "red circle", "above", "blue square", n_images=2, size=32, seed=0, name="vertical")
+    write_relation_folder(bench, "green triangle", "left of", "yellow diamond", n_images=2, size=32, seed=1,
+                          name="horizontal")
+    return bench
+
+
+def _weights(rect):
+    return {k: v.detach().clone() for k, v in rect.state_dict().items()}
+
+
+def test_one_relation_in_a_list_trains_exactly_as_alone(tiny_pipe, relation_dir):
+    spec = load_relation(relation_dir)
+    alone, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=2, **SMALL), progress=False)
+    listed, _ = train_rectifier(tiny_pipe, [spec], TrainConfig(epochs=2, **SMALL), progress=False)
+    a, b = _weights(alone), _weights(listed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_several_relations_train_one_rectifier_that_knows_them_all(tiny_pipe, two_relations, tmp_path):
+    specs = load_relations([two_relations])  # a benchmark folder of relation folders
+    assert [s.relation for s in specs] == ["left of", "above"]  # natural order of the folder names
+    rect, history = train_rectifier(tiny_pipe, specs, TrainConfig(epochs=2, relations_per_step=1, **SMALL),
+                                    tmp_path / "out", progress=False)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert {(t["object_a"], t["relation"], t["object_b"]) for t in config["triplets"]} == {
+        ("red circle", "above", "blue square"), ("green triangle", "left of", "yellow diamond")}
+    assert config["relation_phrases"] == {"above": "above", "left of": "left of"}
+    assert set(history[-1]["eot_cosines"]) == {"red circle above blue square", "green triangle left of yellow diamond"}
+    # relations_per_step=1: two groups per epoch, each running the five pair steps
+    assert len(history) == 2 and all(len(e["steps"]) == 5 for e in history)
+    # the triplet comes from the prompt, for either relation and either order
+    found = rect.find_triplet("a yellow diamond left of a green triangle")
+    assert (found.object_a, found.relation, found.object_b) == ("yellow diamond", "left of", "green triangle")
+    found = rect.find_triplet("there is a blue square above the red circle")
+    assert (found.object_a, found.relation, found.object_b) == ("blue square", "above", "red circle")
+
+
+def test_several_relations_resume_to_the_same_weights(tiny_pipe, two_relations, tmp_path):
+    specs = load_relations(two_relations)
+    cfg = TrainConfig(epochs=2, relations_per_step=1, seed=3, **SMALL)
+    whole, _ = train_rectifier(tiny_pipe, specs, cfg, tmp_path / "whole", progress=False)
+    train_rectifier(tiny_pipe, specs, cfg, tmp_path / "parts", progress=False, checkpointing=Checkpointing(every=7))
+    resumed, _ = train_rectifier(tiny_pipe, specs, cfg, tmp_path / "parts", progress=False,
+                                 checkpointing=Checkpointing(resume_from=tmp_path / "parts" / "checkpoint-7"))
+    a, b = _weights(whole), _weights(resumed)  # step 7 is inside the first epoch's second group
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refusals(tiny_pipe, two_relations, relation_dir):
+    specs = load_relations(two_relations)
+    with pytest.raises(RRNetError, match="--no_hgcn trains one relation only"):
+        train_rectifier(tiny_pipe, specs, TrainConfig(epochs=1, adjuster="free", **SMALL), progress=False)
+    with pytest.raises(RRNetError, match="given twice"):
+        train_rectifier(tiny_pipe, [specs[0], specs[0]], TrainConfig(epochs=1, **SMALL), progress=False)
+    with pytest.raises(RRNetError, match="relations_per_step"):
+        TrainConfig(relations_per_step=0).check()
+
+
+def test_cli_trains_several_data_folders(tiny_model_dir, two_relations, tmp_path, capsys):
+    from rrnet.cli import main
+
+    out = tmp_path / "rect"
+    code = main(["train", "--model", str(tiny_model_dir), "--data", str(two_relations / "vertical"),
+                 str(two_relations / "horizontal"), "--epochs", "1", "--hidden_size", "16", "--heads", "2",
+                 "--output_dir", str(out), "--no_progress"])
+    assert code == 0 and "trained 2 relations" in capsys.readouterr().out
+    assert len(json.loads((out / "config.json").read_text())["triplets"]) == 2
+    code = main(["train", "--model", str(tiny_model_dir), "--data", str(two_relations), "--no_hgcn",
+                 "--output_dir", str(tmp_path / "free"), "--no_progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--no_hgcn trains one relation only" in err
