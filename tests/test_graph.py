@@ -103,3 +103,21 @@ def test_one_relation_prompt_graph_is_the_relation_graph():
     for p in hgcn.parameters():
         torch.nn.init.normal_(p, std=0.3)
     assert torch.equal(hgcn.adjust_vectors(batch_graphs([single])), hgcn.adjust_vectors(batch_graphs([general])))
+
+
+def test_mirrored_graph_reads_the_relation_the_other_way():
+    from rrnet.graph import PROMPT_ADJUST, mirrored
+
+    f = _features()
+    arb = relation_graph(f["A"], f["R"], f["B"], f["eot"], f["obj"])
+    bra = relation_graph(f["B"], f["R"], f["A"], f["eot"], f["obj"])
+    e = _edges(mirrored(arb))
+    assert e[(OBJECT, "to_relation", RELATION)] == [(1, 0)] and e[(RELATION, "to_object", OBJECT)] == [(0, 0)]
+    assert _edges(arb)[(OBJECT, "to_relation", RELATION)] == [(0, 0)]  # the original is left as it was
+    model = HGCN(8, 8, hidden=16, heads=2)
+    # the prompt node of the mirrored A-R-B graph sees exactly what the B-R-A graph's does
+    mirror = model.adjust_vectors(batch_graphs([mirrored(arb)]))[:, PROMPT_ADJUST]
+    assert torch.allclose(mirror, model.adjust_vectors(batch_graphs([bra]))[:, PROMPT_ADJUST], atol=1e-6)
+    batch = batch_graphs([arb, bra])
+    assert torch.allclose(model.adjust_vectors(mirrored(batch)),
+                          torch.cat([model.adjust_vectors(batch_graphs([mirrored(g)])) for g in (arb, bra)]), atol=1e-6)

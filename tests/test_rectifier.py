@@ -113,3 +113,26 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "s" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="do not match"):
         RelationRectifier.from_pretrained(tmp_path / "s")
+
+
+def test_antisymmetric_rectifier_negates_the_adjustment_when_objects_swap(tiny_pipe):
+    from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST
+    from rrnet.rectifier import RectifierConfig, RelationRectifier, Triplet, encode_prompt
+
+    width = tiny_pipe.text_encoder.config.hidden_size
+    torch.manual_seed(0)
+    rect = RelationRectifier(RectifierConfig(text_width=width, hidden=16, heads=2, antisymmetric=True))
+    t = Triplet("red block", "above", "blue block")
+    prompt = encode_prompt(tiny_pipe, "a red block above a blue block")
+    sentence = encode_prompt(tiny_pipe, "this is a photo of red block")
+    # the same EOT read both ways (a collapsed pair): the two prompts get opposite adjustments
+    out = rect.adjust_vectors([rect.build_graph(tiny_pipe, t, prompt, sentence),
+                               rect.build_graph(tiny_pipe, t.swapped(), prompt, sentence)])
+    assert out[0, PROMPT_ADJUST].abs().sum() > 0
+    assert torch.allclose(out[0, PROMPT_ADJUST], -out[1, PROMPT_ADJUST], atol=1e-6)
+    assert not torch.allclose(out[0, OBJECT_SENTENCE_ADJUST], -out[1, OBJECT_SENTENCE_ADJUST], atol=1e-6)
+    plain = RelationRectifier(RectifierConfig(text_width=width, hidden=16, heads=2))
+    plain.load_state_dict(rect.state_dict())
+    both = plain.adjust_vectors([rect.build_graph(tiny_pipe, t, prompt, sentence),
+                                 rect.build_graph(tiny_pipe, t.swapped(), prompt, sentence)])
+    assert not torch.allclose(both[0, PROMPT_ADJUST], -both[1, PROMPT_ADJUST], atol=1e-3)

@@ -88,3 +88,19 @@ def test_cli_trains_several_data_folders(tiny_model_dir, two_relations, tmp_path
                  "--output_dir", str(tmp_path / "free"), "--no_progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--no_hgcn trains one relation only" in err
+
+
+def test_antisymmetric_generalist_trains_and_round_trips(tiny_pipe, two_relations, tmp_path):
+    from rrnet.rectifier_files import load_rectifier
+
+    specs = load_relations(two_relations)
+    rect, _ = train_rectifier(tiny_pipe, specs, TrainConfig(epochs=1, antisymmetric=True, **SMALL), tmp_path / "out",
+                              progress=False)
+    loaded = load_rectifier(tmp_path / "out")
+    assert loaded.config.antisymmetric
+    a = loaded.prompt_embeds(tiny_pipe, ["a red circle above a blue square", "a blue square above a red circle"])
+    b = rect.prompt_embeds(tiny_pipe, ["a red circle above a blue square", "a blue square above a red circle"])
+    assert torch.equal(a, b)
+    with pytest.raises(RRNetError, match="antisymmetric needs the graph network"):
+        train_rectifier(tiny_pipe, specs[:1], TrainConfig(epochs=1, antisymmetric=True, adjuster="free", **SMALL),
+                        progress=False)

@@ -68,6 +68,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--disentangle_noise", type=check.non_negative_float, default=0.05, help="std of the noise on the object-sentence delta")
     p.add_argument("--no_hgcn", action="store_true",
                    help="ablation: a learned free vector per prompt instead of the graph network")
+    p.add_argument("--antisymmetric", action="store_true",
+                   help="the prompt's adjustment is g(A R B) - g(B R A): swapping the objects negates it "
+                        "(for one rectifier over many object pairs)")
     p.add_argument("--edit_after_eot", action="store_true",
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
@@ -252,6 +255,7 @@ def run_train(args) -> None:
         batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
+        antisymmetric=args.antisymmetric,
     )
     check_relation_set(specs, config)
     with folder_lock(args.output_dir):  # held from the checks to the last file written

@@ -68,6 +68,17 @@ def relation_graph(
     return prompt_graph([subject, target], [(SUBJECT, relation, TARGET)], prompt_eot, object_sentence_eot)
 
 
+def mirrored(graph: HeteroData) -> HeteroData:
+    """The same graph with every relation read the other way round (B R A for A R B): the edges
+    into and out of each relation node trade places; features, including the EOT, stay as they are.
+
+    Works on one graph or a `Batch` (edges of each relation are stored in relation order)."""
+    out = graph.clone()
+    out[OBJECT, "to_relation", RELATION].edge_index = graph[RELATION, "to_object", OBJECT].edge_index.flip(0)
+    out[RELATION, "to_object", OBJECT].edge_index = graph[OBJECT, "to_relation", RELATION].edge_index.flip(0)
+    return out
+
+
 def batch_graphs(graphs: list[HeteroData]) -> HeteroData:
     """Batch several relation graphs into one disjoint graph (PyG `Batch`), adjust nodes in order."""
     return Batch.from_data_list(graphs)

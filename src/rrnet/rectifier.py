@@ -21,7 +21,7 @@ from torch_geometric.data import Batch
 
 from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.errors import CheckpointError, PromptError
-from rrnet.graph import PROMPT_ADJUST, batch_graphs, relation_graph
+from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs, mirrored, relation_graph
 from rrnet.hgcn import HGCN
 from rrnet.prompt_parser import parse_relations, relation_phrases
 from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_embedding
@@ -64,6 +64,9 @@ class RectifierConfig:
     training: dict = field(default_factory=dict)
     adjuster: str = "hgcn"
     edit_positions: str = "eot"
+    # the prompt's adjustment is g(A R B) - g(B R A) over the same EOT: swapping the objects negates it,
+    # so a pair whose two prompts share an EOT is always pushed to two opposite layouts
+    antisymmetric: bool = False
     format: str = FORMAT
     format_version: int = 1
 
@@ -157,9 +160,14 @@ class RelationRectifier(nn.Module):
         `graphs` is a list of graphs or, for graphs used at every training step, their `batch_graphs`.
         """
         batch = graphs if isinstance(graphs, Batch) else batch_graphs(graphs)
-        if self.config.adjuster == "hgcn":
-            return self.hgcn.adjust_vectors(batch)
-        return self.free[batch.direction.to(self.free.device)]
+        if self.config.adjuster != "hgcn":
+            return self.free[batch.direction.to(self.free.device)]
+        out = self.hgcn.adjust_vectors(batch)
+        if not self.config.antisymmetric:
+            return out
+        other = self.hgcn.adjust_vectors(mirrored(batch))
+        prompt = 0.5 * (out[:, PROMPT_ADJUST] - other[:, PROMPT_ADJUST])
+        return torch.stack([prompt, out[:, OBJECT_SENTENCE_ADJUST]], dim=1)
 
     # ---- inference ----------------------------------------------------------------------------
     def known_triplets(self) -> list[Triplet]:

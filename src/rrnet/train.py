@@ -77,6 +77,7 @@ class TrainConfig:
     num_layers: int = 2
     seed: int = 0
     adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt instead of the graph network
+    antisymmetric: bool = False  # prompt adjustment g(A R B) - g(B R A): negated by swapping the objects
     relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
     edit_positions: str = "eot"  # ablation "after_eot": edit the padding after the EOT as well
     # fast path: each part can be switched off to measure it (results stay the same)
@@ -293,7 +294,8 @@ def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | Sequence[Relat
     triplets, prompts and the relation phrases it will find in prompts."""
     width = pipe.text_encoder.config.hidden_size
     rc = RectifierConfig(text_width=width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers,
-                         adjuster=config.adjuster, edit_positions=config.edit_positions)
+                         adjuster=config.adjuster, edit_positions=config.edit_positions,
+                         antisymmetric=config.antisymmetric)
     specs = [] if spec is None else [spec] if isinstance(spec, RelationSpec) else list(spec)
     if specs:
         rc.triplets = [asdict(Triplet(s.object_a, s.relation, s.object_b)) for s in specs]
@@ -388,6 +390,8 @@ def check_relation_set(specs: Sequence[RelationSpec], config: TrainConfig) -> No
             raise RRNetError(f"relation {' '.join(key)!r} is given twice ({other} and {spec.name}); "
                              "each relation folder already trains both directions")
         seen[key] = spec.name
+    if config.antisymmetric and config.adjuster == "free":
+        raise RRNetError("--antisymmetric needs the graph network (not --no_hgcn)")
     if len(specs) > 1 and config.adjuster == "free":
         raise RRNetError("--no_hgcn trains one relation only: a free vector per prompt cannot carry over to other "
                          f"relations (got {len(specs)})")
