@@ -65,3 +65,11 @@ def reference_stepper(pipe, spec, config) -> Callable[[int], None]:
         trainer.optimizer.step()
 
     return step
+
+
+def rate(successes: int, n: int) -> dict:
+    """A measured rate with its 95 % Wilson interval, as the result files store it."""
+    from rrnet.eval.stats import wilson_interval
+
+    lo, hi = wilson_interval(successes, n)
+    return {"rate": successes / n, "successes": successes, "n": n, "ci95": [lo, hi]}

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relation
-from rrnet.eval.stats import wilson_interval
 from rrnet.generate import prompt_embeddings
 from rrnet.train import TrainConfig, train_rectifier
 from rrnet.world.benchmark import scene_relations
@@ -46,11 +46,6 @@ from rrnet.world.vocab import object_names, swap_clause
 TARGET = ("red circle", "above", "blue square")
 PHRASE = {"y": "above", "x": "left of"}
 PARTS = ("eot", "base", "scenes", "rectify")
-
-
-def rate(successes: int, n: int) -> dict:
-    lo, hi = wilson_interval(successes, n)
-    return {"rate": successes / n, "successes": successes, "n": n, "ci95": [lo, hi]}
 
 
 def part_eot(pipe, recipe) -> dict:

@@ -104,3 +104,37 @@ def test_antisymmetric_generalist_trains_and_round_trips(tiny_pipe, two_relation
     with pytest.raises(RRNetError, match="antisymmetric needs the graph network"):
         train_rectifier(tiny_pipe, specs[:1], TrainConfig(epochs=1, antisymmetric=True, adjuster="free", **SMALL),
                         progress=False)
+
+
+def test_direction_targets_teach_the_direction_part(tiny_pipe, two_relations, tmp_path):
+    """Text-only pairs: the rectifier's adjustment over the mean EOT moves toward half the EOT difference."""
+    from rrnet.direction_targets import direction_loss, prepare_direction_targets, read_prompt_pairs
+
+    specs = load_relations(two_relations)
+    pairs_file = tmp_path / "pairs.txt"
+    pairs_file.write_text("# order-aware pairs\na purple cross above a cyan column | a cyan column above a purple cross\n"
+                          "a white bar left of a pink wedge|a pink wedge left of a white bar\n")
+    pairs = read_prompt_pairs(pairs_file)
+    cfg = TrainConfig(epochs=5, learning_rate=1e-2, direction_weight=100.0, antisymmetric=True, **SMALL)
+    untrained, _ = train_rectifier(tiny_pipe, specs, TrainConfig(epochs=0, antisymmetric=True, **SMALL), progress=False)
+    rect, history = train_rectifier(tiny_pipe, specs, cfg, tmp_path / "out", progress=False, direction_pairs=pairs)
+    targets = prepare_direction_targets(tiny_pipe, rect, pairs)
+    assert targets.targets.shape[0] == 4 and torch.allclose(targets.targets[0], -targets.targets[1])
+    with torch.no_grad():
+        before, after = direction_loss(untrained, targets).item(), direction_loss(rect, targets).item()
+    assert after < 0.5 * before, (before, after)
+    assert all("direction" in step for step in history[-1]["steps"].values())
+
+
+def test_direction_pairs_are_checked_before_the_model_loads(tiny_model_dir, two_relations, tmp_path, capsys):
+    from rrnet.cli import main
+
+    bad = tmp_path / "bad.txt"
+    for text, message in (("a red circle above a blue square\n", "expected 'prompt | swapped prompt'"),
+                          ("a red circle near a blue square | a blue square near a red circle\n", "must state one relation"),
+                          ("a red circle above a blue square | a red circle above a green triangle\n", "not the first")):
+        bad.write_text(text)
+        code = main(["train", "--model", str(tiny_model_dir), "--data", str(two_relations), "--direction_pairs", str(bad),
+                     "--output_dir", str(tmp_path / "out"), "--no_progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err

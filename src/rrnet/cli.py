@@ -71,6 +71,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--antisymmetric", action="store_true",
                    help="the prompt's adjustment is g(A R B) - g(B R A): swapping the objects negates it "
                         "(for one rectifier over many object pairs)")
+    p.add_argument("--direction_pairs", default=None, metavar="FILE",
+                   help="'prompt | swapped prompt' lines the text encoder already tells apart: their EOT difference "
+                        "teaches the direction edit without images (see rrnet.direction_targets)")
+    p.add_argument("--direction_weight", type=check.non_negative_float, default=1.0)
     p.add_argument("--edit_after_eot", action="store_true",
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
@@ -255,14 +259,24 @@ def run_train(args) -> None:
         batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
-        antisymmetric=args.antisymmetric,
+        antisymmetric=args.antisymmetric, direction_weight=args.direction_weight,
     )
+    direction_pairs = None
+    if args.direction_pairs:
+        from rrnet.direction_targets import pair_triplet, read_prompt_pairs
+        from rrnet.prompt_parser import relation_phrases
+
+        direction_pairs = read_prompt_pairs(args.direction_pairs)
+        phrases = relation_phrases([((s.object_a, s.relation, s.object_b), [s.prompt, s.swapped_prompt]) for s in specs])
+        for pair in direction_pairs:  # before the model loads
+            pair_triplet(pair, phrases)
     check_relation_set(specs, config)
     with folder_lock(args.output_dir):  # held from the checks to the last file written
         check_output_folder(args.output_dir, rectifier_finished(args.output_dir), checkpointing, "rectifier")
         pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
         _, history = train_rectifier(pipe, specs, config, args.output_dir, model_id=args.model,
-                                     progress=not args.no_progress, checkpointing=checkpointing)
+                                     progress=not args.no_progress, checkpointing=checkpointing,
+                                     direction_pairs=direction_pairs)
     last = history[-1]
     name = specs[0].name if len(specs) == 1 else f"{len(specs)} relations"
     print(f"trained {name}: loss {last['loss']:.4f}, EOT cosine {last['eot_cosine_base']:.4f} -> {last['eot_cosine']:.4f}")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from rrnet.backbone_state import backbone_modules, freeze, is_checkpointing, preserved_flags, preserved_unet_switches
 from rrnet.data import RelationSpec, load_images
+from rrnet.direction_targets import DirectionTargets, direction_loss, prepare_direction_targets
 from rrnet.errors import CheckpointError, RRNetError
 from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs
 from rrnet.locking import output_lock
@@ -79,6 +80,7 @@ class TrainConfig:
     adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt instead of the graph network
     antisymmetric: bool = False  # prompt adjustment g(A R B) - g(B R A): negated by swapping the objects
     relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
+    direction_weight: float = 1.0  # weight of the direction-target loss, when direction pairs are given
     edit_positions: str = "eot"  # ablation "after_eot": edit the padding after the EOT as well
     # fast path: each part can be switched off to measure it (results stay the same)
     cache_latents: bool = True
@@ -89,7 +91,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """One RRNetError line for a value that cannot train (NaN, infinite, negative, out of range)."""
-        for name in ("learning_rate", "weight_decay", "positive_weight", "negative_weight", "disentangle_noise"):
+        for name in ("learning_rate", "weight_decay", "positive_weight", "negative_weight", "disentangle_noise",
+                     "direction_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise RRNetError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -405,11 +408,14 @@ def train_rectifier(
     model_id: str | None = None,
     progress: bool = True,
     checkpointing: Checkpointing | None = None,
+    direction_pairs: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[RelationRectifier, list[dict]]:
     """Train one rectifier on one relation or several; returns it and the per-epoch history.
 
     Several relations: every epoch visits each relation's pair steps once, `relations_per_step`
     relations per optimiser step (one UNet batch); with one relation this is the paper's loop.
+    `direction_pairs` (prompt, swapped prompt) that the text encoder already tells apart add
+    `direction_weight` times the direction-target loss (see `rrnet.direction_targets`) to every step.
 
     With `output_dir`, writes `train_log.jsonl` (one line per epoch), `checkpoint-N/` folders as
     `checkpointing` asks (and on Ctrl-C, raising `TrainingInterrupted`), and the rectifier last.
@@ -423,23 +429,27 @@ def train_rectifier(
     check_relation_set(specs, config)
     checkpointing = checkpointing or Checkpointing()
     with output_lock(output_dir):
-        return _train_locked(pipe, specs, config, output_dir, model_id, progress, checkpointing)
+        return _train_locked(pipe, specs, config, output_dir, model_id, progress, checkpointing, direction_pairs)
 
 
 def _train_locked(pipe, specs: list[RelationSpec], config: TrainConfig, output_dir: str | Path | None, model_id: str | None,
-                  progress: bool, checkpointing: Checkpointing) -> tuple[RelationRectifier, list[dict]]:
+                  progress: bool, checkpointing: Checkpointing,
+                  direction_pairs: Sequence[tuple[str, str]] | None) -> tuple[RelationRectifier, list[dict]]:
     if output_dir is None and (checkpointing.every or checkpointing.resume_from):
         raise RRNetError("checkpointing and resuming need an output folder")
     with training_backbone(pipe, config), training_rng(config.seed, pipe.unet.device):
         rectifier = new_rectifier(pipe, config, specs)
         # words, prompts, images: checked before any write
         prepared = [prepare_relation(pipe, rectifier, spec, config) for spec in specs]
+        direction = prepare_direction_targets(pipe, rectifier, direction_pairs) if direction_pairs else None
         identity = run_identity(pipe, specs, config, model_id)
+        if direction is not None:
+            identity["direction_pairs"] = [list(p) for p in direction.pairs]
         resume = None
         if output_dir is not None:
             resume = start_output(output_dir, checkpointing, rectifier_finished(output_dir),
                                   lambda: discard_rectifier(output_dir), "rectifier")
-        history = _fit(pipe, rectifier, prepared, config, output_dir, progress, checkpointing, identity, resume)
+        history = _fit(pipe, rectifier, prepared, config, output_dir, progress, checkpointing, identity, resume, direction)
     rectifier.eval()
     rectifier.config.backbone = model_id
     rectifier.config.training = asdict(config)
@@ -458,7 +468,8 @@ def _epoch_plan(order: list[int], per_step: int, steps) -> list[tuple[list[int],
 
 def _mean_steps(entries: list[dict]) -> dict:
     """One pair step's losses averaged over the relation groups of an epoch."""
-    mean = {key: sum(e[key] for e in entries) / len(entries) for key in ("loss", "positive")}
+    mean = {key: sum(e[key] for e in entries) / len(entries) for key in ("loss", "positive", "direction")
+            if key in entries[0]}
     negatives = [e["negative"] for e in entries if e["negative"] is not None]
     mean["negative"] = sum(negatives) / len(negatives) if negatives else None
     return mean
@@ -466,7 +477,7 @@ def _mean_steps(entries: list[dict]) -> dict:
 
 def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], config: TrainConfig,
          output_dir: str | Path | None, progress: bool, checkpointing: Checkpointing, identity: dict,
-         resume: Path | None) -> list[dict]:
+         resume: Path | None, direction: DirectionTargets | None = None) -> list[dict]:
     """The training loop: epochs of pair steps, each step one optimiser step, resumable at any step."""
     from diffusers import DDPMScheduler
 
@@ -511,13 +522,19 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
                     else:
                         members, picks = prepared[0], state["chosen"][0]
                     result = pair_step_loss(pipe, rectifier, members, pair, picks, config, noise_scheduler, generator)
-                    loss = result.loss.item()
+                    total, entry = result.loss, {}
+                    if direction is not None:
+                        direction_term = direction_loss(rectifier, direction)
+                        total = total + config.direction_weight * direction_term
+                        entry["direction"] = direction_term.item()
+                    loss = total.item()
                     check_finite(loss, state["step"] + 1, epoch + 1)
-                    backward_and_step(result.loss, optimizer, scaler)
+                    backward_and_step(total, optimizer, scaler)
                     state["record"]["steps"].setdefault("/".join(pair), []).append({
                         "loss": loss,
                         "positive": result.positive.item(),
                         "negative": None if result.negative is None else result.negative.item(),
+                        **entry,
                     })
                     state["step"] += 1
                     state["position"] = index + 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from rrnet.errors import DataError
 from rrnet.world.exemplars import write_relation_folder, write_scene_folder
 from rrnet.world.recipe import PairOnAxis, WorldRecipe
-from rrnet.world.vocab import Triplet, get_object, get_relation, relation_phrases
+from rrnet.world.vocab import Triplet, get_object, get_relation, object_names, prompt_for, relation_phrases
 
 SPLITS = ("train", "heldout", "control", "collapsed")
 
@@ -30,6 +30,19 @@ def split_pairs(recipe: WorldRecipe, splits: Sequence[str]) -> list[PairOnAxis]:
             raise DataError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
         out.extend(p for p in table[split] if p not in out)
     return out
+
+
+def order_aware_pairs(recipe: WorldRecipe, exclude_control: bool = True) -> list[PairOnAxis]:
+    """Every pair on each axis that the text encoder orders, except (by default) the control pairs,
+    which stay untouched by anything that trains."""
+    skip = ("train", "heldout", "control") if exclude_control else ("train", "heldout")
+    return [(a, b, axis) for a, b in itertools.combinations(object_names(), 2) for axis in ("y", "x")
+            if recipe.split_of(a, b, axis) not in skip]
+
+
+def direction_prompt_pairs(pairs: Sequence[PairOnAxis]) -> list[tuple[str, str]]:
+    """(prompt, swapped prompt) for each pair and each relation phrase of its axis."""
+    return [(prompt_for(a, r, b), prompt_for(b, r, a)) for a, r, b in pair_relations(pairs)]
 
 
 def pair_relations(pairs: Sequence[PairOnAxis], phrases: Sequence[str] | None = None) -> list[Triplet]:

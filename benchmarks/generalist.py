@@ -1,0 +1,198 @@
+"""One rectifier for every relation: does it rectify object pairs it never saw?
+
+Trains, on the mini world's `train` pairs with both relations of their axis (above and below, or
+left of and right of; five rendered exemplars per folder), one rectifier per variant:
+  paper          the paper's graph network, all train relations at once;
+  antisymmetric  the same with the prompt adjustment g(A R B) - g(B R A);
+  direction      antisymmetric, plus direction targets from the world's order-aware pairs (text only:
+                 half the EOT difference of each prompt pair, see rrnet.direction_targets);
+  paper+direction  the paper's graph with the same direction targets (which change matters);
+and, as baselines, the per-pair rectifier of one train relation applied to other pairs
+(`transfer`, the triplet given explicitly) and per-pair rectifiers trained on each held-out
+relation itself (`reference`, the only place a held-out pair is ever trained on).
+Then samples every prompt of the chosen splits (both relations of each pair's axis, both object
+orders) with the base model and each variant at each alpha, judges every image exactly, and
+reports relation and object accuracy with 95 % Wilson intervals. The generalists read the
+triplet from the prompt (no triplet is passed). Rows are saved as they finish; a rerun resumes.
+
+    python -m benchmarks.generalist [--samples 100] [--splits heldout train control] [--alpha 0.4 0.8 1.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import rate
+from rrnet.atomic import atomic_write_text
+from rrnet.backbones.loading import load_pipeline
+from rrnet.data import load_relations
+from rrnet.generate import prompt_embeddings
+from rrnet.rectifier_files import load_rectifier
+from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
+from rrnet.world.benchmark import direction_prompt_pairs, order_aware_pairs, pair_relations, split_pairs
+from rrnet.world.evaluate import sample_arrays
+from rrnet.world.exemplars import folder_name, write_relation_folder
+from rrnet.world.judge import judge_image
+from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
+from rrnet.world.vocab import prompt_for
+
+GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
+               "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True)}
+VARIANTS = ("base", *GENERALISTS, "transfer", "reference")
+TRANSFER_FROM = ("red circle", "above", "blue square")
+SPLITS = ("heldout", "train", "control")
+
+
+def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
+    """Train (or reuse) every rectifier the variants need; returns {name: folder}."""
+    model = str(args.model)
+    train_dirs = []
+    for a, relation, b in pair_relations(recipe.train_pairs):
+        train_dirs.append(write_relation_folder(work / "data" / "train", a, relation, b, n_images=args.exemplars,
+                                                size=recipe.size, seed=args.seed))
+    jobs: dict[str, tuple[list[Path], TrainConfig, list | None]] = {}
+    base = dict(epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed,
+                relations_per_step=args.relations_per_step, direction_weight=args.direction_weight)
+    directions = direction_prompt_pairs(order_aware_pairs(recipe))
+    for name, (extra, uses_directions) in GENERALISTS.items():
+        if name in variants:
+            jobs[name] = (train_dirs, TrainConfig(**base, **extra), directions if uses_directions else None)
+    if "transfer" in variants:
+        source = work / "data" / "train" / folder_name(*TRANSFER_FROM)
+        jobs["transfer"] = ([source], TrainConfig(epochs=args.epochs, seed=args.seed), None)
+    if "reference" in variants:
+        for a, relation, b in pair_relations(recipe.heldout_pairs):
+            folder = write_relation_folder(work / "data" / "heldout", a, relation, b, n_images=args.exemplars,
+                                           size=recipe.size, seed=args.seed)
+            jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(epochs=args.epochs, seed=args.seed), None)
+    folders = {}
+    for name, (data, config, pairs) in jobs.items():
+        out = work / "rectifiers" / name
+        if not rectifier_finished(out):
+            started = time.time()
+            train_rectifier(pipe, load_relations(data), config, out, model_id=model, progress=False,
+                            direction_pairs=pairs)
+            print(f"trained {name} on {len(data)} relation(s) in {time.time() - started:.0f} s")
+        folders[name] = out
+    return folders
+
+
+def prompts_of(recipe, splits) -> list[tuple[str, str, str, str]]:
+    """(split, A, relation, B) for both object orders of each pair's relations."""
+    out = []
+    for split in splits:
+        for a, relation, b in pair_relations(split_pairs(recipe, [split])):
+            out += [(split, a, relation, b), (split, b, relation, a)]
+    return out
+
+
+def judge_row(pipe, prompt_words, alpha, rectifier, triplet, n, seed, steps, guidance) -> dict:
+    a, relation, b = prompt_words
+    with torch.no_grad():
+        embeds = prompt_embeddings(pipe, prompt_for(a, relation, b), alpha, rectifier, triplet)
+    judged = [judge_image(im, a, relation, b) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
+    return {"relation": rate(sum(j.verdict == "ARB" for j in judged), n),
+            "swapped": rate(sum(j.verdict == "BRA" for j in judged), n),
+            "objects": rate(sum(j.has_a and j.has_b for j in judged), n)}
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Pooled rates per split, variant and alpha, with the worst prompt."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["split"], row["variant"], row["alpha"]), []).append(row)
+    out = []
+    for (split, variant, alpha), members in sorted(groups.items(), key=lambda kv: (SPLITS.index(kv[0][0]),
+                                                                                    VARIANTS.index(kv[0][1]), kv[0][2] or 0)):
+        total = lambda key: (sum(m[key]["successes"] for m in members), sum(m[key]["n"] for m in members))
+        out.append({"split": split, "variant": variant, "alpha": alpha, "prompts": len(members),
+                    "relation": rate(*total("relation")), "objects": rate(*total("objects")),
+                    "worst_prompt_relation": min(m["relation"]["rate"] for m in members)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(shipped_backbone()))
+    ap.add_argument("--samples", type=int, default=100, help="images per prompt and setting")
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--alpha", type=float, nargs="+", default=[0.4, 0.8, 1.2])
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--learning_rate", type=float, default=3e-4)
+    ap.add_argument("--relations_per_step", type=int, default=8)
+    ap.add_argument("--direction_weight", type=float, default=1.0)
+    ap.add_argument("--exemplars", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="outputs/generalist", help="exemplars and trained rectifiers")
+    ap.add_argument("--output", default="benchmarks/results/generalist.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    out, work = Path(args.output), Path(args.work)
+    recipe, sampling = load_recipe(args.model), world_sampling(args.model)
+    steps, guidance = sampling["num_inference_steps"], sampling["guidance_scale"]
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    settings = {"model": str(args.model), "samples": args.samples, "seed": args.seed, "sampling": sampling,
+                "epochs": args.epochs, "learning_rate": args.learning_rate, "exemplars": args.exemplars,
+                "relations_per_step": args.relations_per_step, "direction_weight": args.direction_weight}
+    if result.get("settings", settings) != settings:
+        raise SystemExit(f"{out} was measured with other settings; move it away to measure again")
+    result["settings"] = settings
+    result["machine"] = "2-core CPU, torch " + torch.__version__
+    rows = {(r["variant"], r["alpha"], r["prompt"]): r for r in result.get("rows", [])}
+
+    pipe = load_pipeline(args.model, device="cpu", progress=False)
+    folders = train_variants(pipe, recipe, args.variants, work, args)
+    rectifiers = {name: load_rectifier(folder) for name, folder in folders.items()}
+    result["training"] = {name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
+                          for name, folder in folders.items()}
+    started = time.time()
+    for split, a, relation, b in prompts_of(recipe, args.splits):
+        prompt = prompt_for(a, relation, b)
+        settings_of = []
+        for variant in args.variants:
+            if variant == "base":
+                settings_of.append(("base", None, None, None))
+            elif variant == "transfer":
+                settings_of += [(variant, alpha, rectifiers["transfer"], (a, relation, b)) for alpha in args.alpha]
+            elif variant == "reference":
+                name = f"reference/{folder_name(*sorted_words(a, relation, b, recipe))}"
+                if name in rectifiers:  # held-out relations only
+                    settings_of += [(variant, alpha, rectifiers[name], None) for alpha in args.alpha]
+            else:
+                settings_of += [(variant, alpha, rectifiers[variant], None) for alpha in args.alpha]
+        for variant, alpha, rectifier, triplet in settings_of:
+            key = (variant, alpha, prompt)
+            if key in rows:
+                continue
+            row = {"split": split, "variant": variant, "alpha": alpha, "prompt": prompt,
+                   **judge_row(pipe, (a, relation, b), alpha, rectifier, triplet, args.samples, args.seed, steps, guidance)}
+            rows[key] = row
+            result["rows"] = list(rows.values())
+            result["summary"] = summarise(result["rows"])
+            result["date"] = time.strftime("%Y-%m-%d")
+            atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        print(f"{prompt}: done ({time.time() - started:.0f} s)")
+    for s in summarise(list(rows.values())):
+        alpha = "" if s["alpha"] is None else f" alpha={s['alpha']:g}"
+        print(f"{s['split']:8s} {s['variant']}{alpha}: relation {s['relation']['rate']:.3f} "
+              f"(worst prompt {s['worst_prompt_relation']:.2f}), objects {s['objects']['rate']:.3f}")
+
+
+def sorted_words(a: str, relation: str, b: str, recipe) -> tuple[str, str, str]:
+    """The (A, R, B) a relation folder was written for: the recipe's pair order, whichever order the prompt has."""
+    for p, q, _ in recipe.heldout_pairs + recipe.train_pairs + recipe.control_pairs:
+        if {p, q} == {a, b}:
+            return p, relation, q
+    return a, relation, b
+
+
+if __name__ == "__main__":
+    main()
