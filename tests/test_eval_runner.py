@@ -253,3 +253,30 @@ def test_dataset_row_and_transfer(tmp_path, world_pipe, benchmark, rectifiers):
         edited = condition(spec.prompt, 1.0)
         plain = condition(spec.prompt, 0.0)
     assert not torch.equal(edited, plain)
+
+
+def test_one_generalist_rectifier_for_every_relation(tmp_path, world_pipe, benchmark):
+    from rrnet.errors import CheckpointError
+    from rrnet.eval.methods import GeneralistMethod
+    from rrnet.train import TrainConfig, new_rectifier
+
+    specs = find_relations(benchmark)
+    rect = new_rectifier(world_pipe, TrainConfig(hidden=16, heads=1), specs)
+    with torch.no_grad():
+        for p in rect.parameters():
+            p.add_(0.5 * torch.randn_like(p, generator=None))
+    rect.save_pretrained(tmp_path / "generalist")
+    method = GeneralistMethod(tmp_path / "generalist", (1.0,))
+    results, _ = _run(tmp_path / "run", world_pipe, benchmark, [method], CountingJudge(),
+                      EvalSettings(num_images=2, steps=2, guidance_scale=4.0))
+    row, = results["rows"]
+    assert row["label"] == "rrnet_generalist (alpha=1)" and row["images"] == len(RELATIONS) * 2 * 2
+    for spec in specs:  # each prompt is rectified with the triplet it states, read by the parser
+        with method.applied(world_pipe, spec) as condition:
+            edited = condition(spec.swapped_prompt, 1.0)
+        t = (spec.object_b, spec.relation, spec.object_a)
+        assert torch.equal(edited, rect.prompt_embeds(world_pipe, spec.swapped_prompt, alpha=1.0, triplet=t))
+    one = new_rectifier(world_pipe, TrainConfig(hidden=16, heads=1), specs[:1])
+    one.save_pretrained(tmp_path / "one")
+    with pytest.raises(CheckpointError, match="finds no relation it knows"):
+        GeneralistMethod(tmp_path / "one", (1.0,)).check(specs[1])

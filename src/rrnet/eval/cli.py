@@ -68,6 +68,8 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--baseline", nargs="+", default=[], metavar="KIND=DIR",
                    help=f"baseline checkpoints per relation, KIND in {list(BASELINE_KINDS)}")
     p.add_argument("--no_base", action="store_true", help="do not evaluate the base model")
+    p.add_argument("--rectifier", default=None, metavar="RECTIFIER",
+                   help="one generalist rectifier for every relation: it reads each prompt's triplet itself")
     p.add_argument("--transfer", default=None, metavar="RECTIFIER",
                    help="one rectifier folder applied to every relation (unseen objects)")
     p.add_argument("--include_dataset", action="store_true",
@@ -88,6 +90,10 @@ def build_methods(args) -> list:
     methods: list = [] if args.no_base else [BaseMethod()]
     if args.rectifiers:
         methods.append(RectifierMethod(args.rectifiers, tuple(args.alpha)))
+    if args.rectifier:
+        from rrnet.eval.methods import GeneralistMethod
+
+        methods.append(GeneralistMethod(args.rectifier, tuple(args.alpha)))
     if args.transfer:
         from rrnet.eval.methods import TransferMethod
 
@@ -101,7 +107,7 @@ def build_methods(args) -> list:
 
         methods.append(load_method(kind, root))
     if not methods:
-        raise RRNetError("nothing to evaluate: give --rectifiers, --transfer or --baseline, or drop --no_base")
+        raise RRNetError("nothing to evaluate: give --rectifiers, --rectifier, --transfer or --baseline, or drop --no_base")
     return methods
 
 

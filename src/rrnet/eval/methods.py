@@ -147,3 +147,24 @@ class TransferMethod:
         triplet = (spec.object_a, spec.relation, spec.object_b)
         with torch.no_grad():
             yield lambda prompt, setting: prompt_embeddings(pipe, prompt, setting, self.rectifier, triplet)
+
+
+
+class GeneralistMethod(TransferMethod):
+    """One generalist rectifier for every relation: it reads (A, R, B) from each prompt itself."""
+
+    def __init__(self, rectifier: str | Path, alphas: tuple[float, ...], name: str = "rrnet_generalist") -> None:
+        super().__init__(rectifier, alphas, name)
+
+    def check(self, spec: RelationSpec) -> None:
+        for prompt in (spec.prompt, spec.swapped_prompt):  # it would otherwise pass the prompt through unchanged
+            if self.rectifier.find_triplet(prompt) is None:
+                known = ", ".join(sorted(self.rectifier.relation_phrases())) or "none"
+                raise CheckpointError(f"{self.path}: finds no relation it knows ({known}) in {spec.name}'s prompt {prompt!r}")
+
+    @contextmanager
+    def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        self.rectifier.check_backbone(pipe)
+        self.rectifier.to(pipe.device)
+        with torch.no_grad():
+            yield lambda prompt, setting: prompt_embeddings(pipe, prompt, setting, self.rectifier, None)

@@ -72,8 +72,8 @@ class WorldRecipe:
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
     # denoiser (UNet2DConditionModel)
-    unet_channels: tuple[int, ...] = (48, 96, 96)
-    unet_steps: int = 9000
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_steps: int = 6000
     unet_batch: int = 64
     unet_lr: float = 2e-3
     unet_warmup: int = 100
