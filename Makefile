@@ -32,14 +32,17 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# The paper's tables in the mini world (CPU, resumable: run again to continue).
+# The paper's tables in the mini world (CPU, resumable: run again to continue): two vertical and two
+# horizontal train pairs; the unseen set is every held-out and control pair, one phrase per axis.
 WORLD := outputs/world-experiment
+WORLD_PAIRS := --pair "red circle" "blue square" y --pair "green triangle" "yellow diamond" y \
+	--pair "red circle" "green triangle" x --pair "blue square" "purple cross" x
 world-experiment: setup
-	$(BIN)/rrnet world benchmark --output_dir $(WORLD)/data/benchmark --unseen_dir $(WORLD)/data/unseen \
-		--reference_dir $(WORLD)/data/reference --reference_images 1000
+	$(BIN)/rrnet world benchmark --output_dir $(WORLD)/data/benchmark $(WORLD_PAIRS) --relations above "left of" \
+		--unseen_dir $(WORLD)/data/unseen --reference_dir $(WORLD)/data/reference --reference_images 1000
 	$(BIN)/rrnet experiment --model src/rrnet/world/mini_sd --benchmark $(WORLD)/data/benchmark \
 		--unseen $(WORLD)/data/unseen --transfer_from red_circle_above_blue_square --output_dir $(WORLD)/run \
-		--alpha 0.2 0.4 0.6 1.0 1.2 --ablation_alpha 0.6 --num_images 50 --steps 25 --guidance_scale 4 \
+		--alpha 0.2 0.4 0.6 1.0 1.2 --ablation_alpha 0.6 --num_images 50 \
 		--batch_size 50 --fid_reference $(WORLD)/data/reference
 
 clean:

@@ -59,9 +59,9 @@ def reference_stepper(pipe, spec, config) -> Callable[[int], None]:
     def step(i: int) -> None:
         if i % len(PAIR_STEPS) == 0 or not state:
             state["epoch"] = trainer.sample_epoch()
-        result = trainer.pair_loss(PAIR_STEPS[i % len(PAIR_STEPS)], *state["epoch"])
+        loss = trainer.pair_loss(PAIR_STEPS[i % len(PAIR_STEPS)], *state["epoch"])
         trainer.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
+        loss.backward()
         trainer.optimizer.step()
 
     return step

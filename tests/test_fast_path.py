@@ -22,9 +22,15 @@ def _reference_grads(pipe, spec, config, pair, chosen):
     rect = new_rectifier(pipe, config)
     trainer = ReferenceTrainer(pipe, rect, spec, config)
     encoded, graphs, _ = trainer.sample_epoch()
-    result = trainer.pair_loss(pair, encoded, graphs, chosen)
-    result.loss.backward()
-    return result.loss.detach(), {n: p.grad.clone() for n, p in rect.named_parameters() if p.grad is not None}
+    loss = trainer.pair_loss(pair, encoded, graphs, chosen)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in rect.named_parameters() if p.grad is not None}
+
+
+def _same(a, b) -> bool:
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    return bool(torch.allclose(loss_a, loss_b, rtol=1e-5, atol=1e-6) and grads_a.keys() == grads_b.keys() and grads_a
+                and all(torch.allclose(grads_a[n], grads_b[n], rtol=1e-4, atol=1e-7) for n in grads_a))
 
 
 def _assert_same(a, b):
@@ -73,3 +79,36 @@ def test_switches_are_recorded_and_training_runs_without_cache(tiny_pipe, relati
     cfg = TrainConfig(epochs=1, cache_latents=False, cache_text=False, batch_unet=False, **BASE)
     rect, hist = train_rectifier(tiny_pipe, load_relation(relation_dir), cfg, progress=False)
     assert rect.config.training["cache_latents"] is False and len(hist) == 1
+
+
+def _wrong_sign(original):
+    def loss(pred_own, target_own, pred_other, target_other, positive_weight, negative_weight):
+        return original(pred_own, target_own, pred_other, target_other, positive_weight, -negative_weight)
+    return loss
+
+
+def _own_as_negative(original):
+    return lambda own: own
+
+
+def _next_position(original):
+    def edit(embeds, eot_index, delta, alpha=1.0, positions="eot"):
+        return original(embeds, eot_index + 1, delta, alpha, positions)
+    return edit
+
+
+@pytest.mark.parametrize("mistake", ["loss sign", "negative pairing", "EOT position"])
+def test_the_reference_catches_a_mistake_in_the_library(tiny_pipe, relation_dir, monkeypatch, mistake):
+    """The reference is written apart from the library: a wrong sign, negative or edit position shows."""
+    from rrnet import train
+
+    spec = load_relation(relation_dir)
+    chosen = {"prompt": 1, "swapped": 0, "object_a": 1, "object_b": 0}
+    pair = ("prompt", "swapped")
+    reference = _reference_grads(tiny_pipe, spec, TrainConfig(**BASE), pair, chosen)
+    assert _same(_library_grads(tiny_pipe, spec, TrainConfig(**BASE), pair, chosen), reference)
+    name, wrong = {"loss sign": ("relation_compelling_loss", _wrong_sign),
+                   "negative pairing": ("negative_latents", _own_as_negative),
+                   "EOT position": ("add_at_eot", _next_position)}[mistake]
+    monkeypatch.setattr(train, name, wrong(getattr(train, name)))
+    assert not _same(_library_grads(tiny_pipe, spec, TrainConfig(**BASE), pair, chosen), reference)

@@ -216,6 +216,11 @@ def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: t
     return out.float()
 
 
+def negative_latents(own: torch.Tensor) -> torch.Tensor:
+    """The negatives of a pair step's two sides: each side's negative is the other side's image."""
+    return own.flip(0)
+
+
 def pair_step_loss(
     pipe,
     rectifier: RelationRectifier,
@@ -248,7 +253,7 @@ def pair_step_loss(
         conds.append(add_at_eot(embeds, eots, torch.stack(delta_rows).to(device), positions=rectifier.config.edit_positions))
         own = torch.stack([exemplar_latent(pipe, side, pick[side.name], generator) for side in sides]).to(device)
         owns.append(own)
-        others.append(own.flip(0))  # each side's negative is the other side's image
+        others.append(negative_latents(own))
         noises.append(torch.randn(own.shape, generator=generator).to(device))
         t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
         steps.append(t.to(device).expand(len(sides)))
