@@ -242,7 +242,7 @@ def test_cli_subcommands_end_to_end(tiny_model_dir, tmp_path, capsys):
         (["osp", "--pairs_file", "missing.txt"], DataError),
         (["osp", "--pairs", "a|b", "--alpha", "0.5"], RRNetError),
         (["swap-eot", "--prompt", "x", "y", "--eot_from", "z"], RRNetError),
-        (["mask-eot", "--prompt", "x", "--steps", "0"], RRNetError),
+        (["mask-eot", "--prompt", "x", "--steps", "0"], SystemExit),  # refused by its argparse type
     ],
 )
 def test_cli_user_errors(tiny_model_dir, tmp_path, argv, error):
