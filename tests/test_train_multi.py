@@ -138,3 +138,55 @@ def test_direction_pairs_are_checked_before_the_model_loads(tiny_model_dir, two_
                      "--output_dir", str(tmp_path / "out"), "--no_progress"])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+SCENE = (("red circle", "above", "blue square"), ("green triangle", "left of", "blue square"))
+
+
+def test_scene_folders_train_one_joint_rectifier(tiny_pipe, two_relations, tmp_path):
+    from rrnet.data import load_relation
+    from rrnet.data.scenes import SceneSpec
+    from rrnet.errors import DataError
+    from rrnet.world.exemplars import write_scene_folder
+
+    folder = write_scene_folder(two_relations, SCENE, n_images=2, size=32, seed=2)
+    items = load_relations(two_relations)
+    scene, = [s for s in items if isinstance(s, SceneSpec)]
+    assert scene.relations == SCENE and len(scene.swapped_prompts) == 2
+    with pytest.raises(DataError, match="states 2 relations"):
+        load_relation(folder)
+    rect, history = train_rectifier(tiny_pipe, items, TrainConfig(epochs=1, relations_per_step=2, **SMALL),
+                                    tmp_path / "out", progress=False)
+    assert rect.config.joint_relations and ["green triangle", "left of", "blue square"] in [
+        [t["object_a"], t["relation"], t["object_b"]] for t in json.loads((tmp_path / "out" / "config.json").read_text())["triplets"]]
+    assert scene.prompt in history[-1]["eot_cosines"]
+    # the caption's two relations are found and edited through one joint graph
+    found = rect.find_triplets(scene.prompt)
+    assert [(t.object_a, t.relation, t.object_b) for t in found] == list(SCENE)
+    assert len(rect.prompt_graphs(tiny_pipe, found, encode(tiny_pipe, scene.prompt))) == 1
+
+
+def encode(pipe, prompt):
+    from rrnet.rectifier import encode_prompt
+
+    return encode_prompt(pipe, prompt)
+
+
+def test_a_one_relation_rectifier_sums_the_adjustments_of_each_relation(tiny_pipe, two_relations):
+    """The paper's Appendix E.2 baseline: one adjustment per relation, summed at the EOT."""
+    from rrnet.graph import PROMPT_ADJUST
+    from rrnet.rectifier import Triplet, add_at_eot
+    from rrnet.train import new_rectifier
+
+    rect = new_rectifier(tiny_pipe, TrainConfig(**SMALL), load_relations(two_relations))
+    with torch.no_grad():
+        for p in rect.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    caption = "a red circle above a blue square and a green triangle left of the blue square"
+    enc = encode(tiny_pipe, caption)
+    deltas = [rect.adjust_vectors([rect.build_graph(tiny_pipe, Triplet(*t), enc,
+                                                    encode(tiny_pipe, f"this is a photo of {t[0]}"))])[0, PROMPT_ADJUST]
+              for t in SCENE]
+    expected = add_at_eot(enc.hidden[None], torch.tensor([enc.tokens.eot_index]), (deltas[0] + deltas[1])[None], 0.7)
+    assert not rect.config.joint_relations
+    assert torch.allclose(rect.prompt_embeds(tiny_pipe, caption, alpha=0.7), expected, atol=1e-6)

@@ -8,6 +8,7 @@ The text encoder, UNet and VAE stay frozen. The rectifier reads the frozen token
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from torch_geometric.data import Batch
 
 from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.errors import CheckpointError, PromptError
-from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs, mirrored, relation_graph
+from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs, mirrored, prompt_graph, relation_graph
 from rrnet.hgcn import HGCN
 from rrnet.prompt_parser import parse_relations, relation_phrases
 from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_embedding
@@ -67,6 +68,9 @@ class RectifierConfig:
     # the prompt's adjustment is g(A R B) - g(B R A) over the same EOT: swapping the objects negates it,
     # so a pair whose two prompts share an EOT is always pushed to two opposite layouts
     antisymmetric: bool = False
+    # trained on prompts stating several relations: such a prompt gets one joint graph; otherwise each
+    # of its relations gets its own graph and their adjustments are summed (the paper's Appendix E.2)
+    joint_relations: bool = False
     format: str = FORMAT
     format_version: int = 1
 
@@ -146,6 +150,23 @@ class RelationRectifier(nn.Module):
             graph.direction = torch.tensor([direction])
         return graph.to(device)
 
+    def build_prompt_graph(self, pipe, triplets: Sequence[Triplet], prompt: EncodedPrompt,
+                           object_sentence: EncodedPrompt):
+        """One graph for a prompt stating one relation or several: one node per distinct object
+        (an object named twice is one node), one relation node per relation, one prompt adjust node.
+        With one relation it is `build_graph`'s graph."""
+        if len(triplets) == 1:
+            return self.build_graph(pipe, triplets[0], prompt, object_sentence)
+        if self.config.adjuster == "free":
+            raise PromptError("a free-vector rectifier (no graph network) only knows the two prompts it was trained on")
+        tok, enc = pipe.tokenizer, pipe.text_encoder
+        names = list(dict.fromkeys(x for t in triplets for x in (t.object_a, t.object_b)))
+        objects = [word_embedding(enc, tok, prompt.tokens, n) for n in names]
+        relations = [(names.index(t.object_a), word_embedding(enc, tok, prompt.tokens, t.relation), names.index(t.object_b))
+                     for t in triplets]
+        graph = prompt_graph(objects, relations, prompt.eot, object_sentence.eot)
+        return graph.to(next(self.parameters()).device)
+
     def direction_of(self, triplet: Triplet) -> int:
         """0 for the trained triplet, 1 for its swap, -1 for anything else, or when the rectifier knows
         several relations (free vectors hold one relation's two prompts only)."""
@@ -182,18 +203,26 @@ class RelationRectifier(nn.Module):
         pairs = [((t.object_a, t.relation, t.object_b), prompts[k] if k < len(prompts) else []) for k, t in enumerate(known)]
         return relation_phrases(pairs)
 
+    def find_triplets(self, prompt: str) -> list[Triplet]:
+        """Every (A, R, B) the prompt states with a relation this rectifier knows, in prompt order
+        (empty if there is none it can rectify)."""
+        found = [Triplet(*t) for t in parse_relations(prompt, self.relation_phrases())]
+        if self.config.adjuster == "free":  # free vectors exist only for the two trained prompts
+            found = [t for t in found if self.direction_of(t) >= 0][:1]
+        return found
+
     def find_triplet(self, prompt: str) -> Triplet | None:
-        """The (A, R, B) the prompt states with a relation this rectifier knows, in prompt order; None if
-        there is none it can rectify. A prompt stating several relations uses the first."""
-        found = parse_relations(prompt, self.relation_phrases())
-        if not found:
-            return None
-        if len(found) > 1:
-            logger.info("prompt %r states %d relations; rectifying the first, %s", prompt, len(found), found[0])
-        triplet = Triplet(*found[0])
-        if self.config.adjuster == "free" and self.direction_of(triplet) < 0:
-            return None  # free vectors exist only for the two trained prompts
-        return triplet
+        """The first (A, R, B) the prompt states with a relation this rectifier knows; None if none."""
+        found = self.find_triplets(prompt)
+        return found[0] if found else None
+
+    def prompt_graphs(self, pipe, triplets: Sequence[Triplet], prompt: EncodedPrompt) -> list:
+        """The graphs whose prompt adjustments, summed, edit this prompt: one joint graph, or (for a
+        rectifier trained on one relation per prompt) one graph per relation."""
+        sentence = encode_prompt(pipe, self.object_sentence(triplets[0].object_a))
+        if len(triplets) == 1 or self.config.joint_relations:
+            return [self.build_prompt_graph(pipe, triplets, prompt, sentence)]
+        return [self.build_graph(pipe, t, prompt, encode_prompt(pipe, self.object_sentence(t.object_a))) for t in triplets]
 
     def check_backbone(self, pipe) -> None:
         width = pipe.text_encoder.config.hidden_size
@@ -222,29 +251,33 @@ class RelationRectifier(nn.Module):
         """
         self.check_backbone(pipe)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        encoded, graphs, rectified = [], [], []
+        encoded, graphs, owners = [], [], []
         for prompt in prompts:
             enc = encode_prompt(pipe, prompt)
             encoded.append(enc)
             if triplet is not None:
                 t = Triplet(*triplet)
-                t = t if order_in_prompt(pipe.tokenizer, enc.tokens, t.object_a, t.object_b) else t.swapped()
+                found = [t if order_in_prompt(pipe.tokenizer, enc.tokens, t.object_a, t.object_b) else t.swapped()]
             else:
-                t = self.find_triplet(prompt)
-                if t is None:
+                found = self.find_triplets(prompt)
+                if not found:
                     known = ", ".join(sorted(self.relation_phrases())) or "none"
                     if strict:
                         raise PromptError(f"prompt {prompt!r} states no relation this rectifier knows ({known}) "
                                           "with objects on both sides")
                     logger.info("prompt %r states no relation this rectifier knows (%s): base embedding kept", prompt, known)
                     continue
-            graphs.append(self.build_graph(pipe, t, enc, encode_prompt(pipe, self.object_sentence(t.object_a))))
-            rectified.append(len(encoded) - 1)
+            for graph in self.prompt_graphs(pipe, found, enc):
+                graphs.append(graph)
+                owners.append(len(encoded) - 1)
         embeds = torch.stack([e.hidden for e in encoded])
-        if rectified:  # only the rows with a triplet change; the others stay the pipeline's own
-            deltas = self.adjust_vectors(graphs)[:, PROMPT_ADJUST].to(embeds.device)
-            eots = torch.tensor([encoded[i].tokens.eot_index for i in rectified])
-            embeds[rectified] = add_at_eot(embeds[rectified], eots, deltas, alpha, self.config.edit_positions)
+        if graphs:  # only the rows with a triplet change; the others stay the pipeline's own
+            deltas = self.adjust_vectors(graphs)[:, PROMPT_ADJUST]
+            rows = sorted(set(owners))
+            summed = torch.zeros(len(encoded), deltas.shape[-1], dtype=deltas.dtype, device=deltas.device)
+            summed = summed.index_add(0, torch.tensor(owners, device=deltas.device), deltas)[rows].to(embeds.device)
+            eots = torch.tensor([encoded[i].tokens.eot_index for i in rows])
+            embeds[rows] = add_at_eot(embeds[rows], eots, summed, alpha, self.config.edit_positions)
         return embeds.to(pipe.text_encoder.dtype)
 
     # ---- persistence --------------------------------------------------------------------------

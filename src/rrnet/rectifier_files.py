@@ -63,8 +63,9 @@ def check_config(raw: object, path: Path) -> dict:
             raise CheckpointError(f"{path}: {key} must be an integer from 1 to {limit}, got {raw[key]!r}")
     if "adjuster" in raw and raw["adjuster"] not in ADJUSTERS:
         raise CheckpointError(f"{path}: adjuster must be one of {list(ADJUSTERS)}, got {raw['adjuster']!r}")
-    if not isinstance(raw.get("antisymmetric", False), bool):
-        raise CheckpointError(f"{path}: antisymmetric must be true or false, got {raw['antisymmetric']!r}")
+    for key in ("antisymmetric", "joint_relations"):
+        if not isinstance(raw.get(key, False), bool):
+            raise CheckpointError(f"{path}: {key} must be true or false, got {raw[key]!r}")
     if raw.get("antisymmetric") and raw.get("adjuster", "hgcn") != "hgcn":
         raise CheckpointError(f"{path}: antisymmetric needs the graph network adjuster")
     if "edit_positions" in raw and raw["edit_positions"] not in EDIT_POSITIONS:

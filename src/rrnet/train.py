@@ -131,6 +131,8 @@ class PreparedRelation:
     triplet: Triplet
     graphs: list
     sides: dict[str, Side] = field(default_factory=dict)
+    steps: tuple[tuple[str, str], ...] = PAIR_STEPS  # its pair steps, in epoch order
+    name: str = ""
     batched: Batch = field(init=False, repr=False)  # the graphs batched once, not at every step
 
     def __post_init__(self) -> None:
@@ -182,13 +184,58 @@ def prepare_relation(pipe, rectifier: RelationRectifier, spec: RelationSpec, con
         "object_a": (0, OBJECT_SENTENCE_ADJUST, spec.images_a, config.disentangle_noise),
         "object_b": (1, OBJECT_SENTENCE_ADJUST, spec.images_b, config.disentangle_noise),
     }
-    prepared = PreparedRelation(triplet=triplet, graphs=graphs)
+    prepared = PreparedRelation(triplet=triplet, graphs=graphs, name=" ".join(astuple(triplet)))
     for name, (graph, adjust, paths, noise) in layout.items():
         images = load_images(paths, resolution)
         mean, std = latent_distribution(pipe, images)
         kept = None if config.cache_latents else images
         prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise, kept)
     return prepared
+
+
+def scene_pair_steps(n_relations: int, disentangle: bool) -> tuple[tuple[str, str], ...]:
+    """A several-relation prompt's pair steps: against each one-relation swap (the negatives swap one
+    relation's objects at a time), then the object-sentence steps of the first relation's objects."""
+    swaps = tuple(("prompt", f"swapped_{k}") for k in range(n_relations))
+    objects = (("prompt", "object_a"), ("prompt", "object_b"), ("swapped_0", "object_b"))
+    return swaps + objects if disentangle else swaps
+
+
+def prepare_scene(pipe, rectifier: RelationRectifier, scene, config: TrainConfig) -> PreparedRelation:
+    """A prompt stating several relations: one joint graph for the prompt and one per one-relation
+    swap; the object sentences are those of the first relation's two objects."""
+    relations = [Triplet(*t) for t in scene.relations]
+    a, b = relations[0].object_a, relations[0].object_b
+    resolution = config.resolution or default_resolution(pipe)
+    swapped = [relations[:k] + [relations[k].swapped()] + relations[k + 1:] for k in range(len(relations))]
+    encoded = {"prompt": encode_prompt(pipe, scene.prompt), "object_a": encode_prompt(pipe, rectifier.object_sentence(a)),
+               "object_b": encode_prompt(pipe, rectifier.object_sentence(b))}
+    graphs = [rectifier.build_prompt_graph(pipe, relations, encoded["prompt"], encoded["object_a"])]
+    layout = {"prompt": (0, PROMPT_ADJUST, scene.images_prompt, 0.0)}
+    for k, (text, images) in enumerate(zip(scene.swapped_prompts, scene.images_swapped)):
+        encoded[f"swapped_{k}"] = enc = encode_prompt(pipe, text)
+        sentence = encoded["object_b"] if k == 0 else encoded["object_a"]  # each graph's first subject
+        graphs.append(rectifier.build_prompt_graph(pipe, swapped[k], enc, sentence))
+        layout[f"swapped_{k}"] = (k + 1, PROMPT_ADJUST, images, 0.0)
+    layout["object_a"] = (0, OBJECT_SENTENCE_ADJUST, scene.object_images(a), config.disentangle_noise)
+    layout["object_b"] = (1, OBJECT_SENTENCE_ADJUST, scene.object_images(b), config.disentangle_noise)
+    prepared = PreparedRelation(triplet=relations[0], graphs=graphs, name=scene.prompt,
+                                steps=scene_pair_steps(len(relations), config.disentangle))
+    for name, (graph, adjust, paths, noise) in layout.items():
+        images = load_images(paths, resolution)
+        mean, std = latent_distribution(pipe, images)
+        prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise,
+                                    None if config.cache_latents else images)
+    return prepared
+
+
+def prepare_item(pipe, rectifier: RelationRectifier, item, config: TrainConfig) -> PreparedRelation:
+    """A relation folder or a several-relation prompt, ready for training."""
+    if isinstance(item, RelationSpec):
+        prepared = prepare_relation(pipe, rectifier, item, config)
+        prepared.steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
+        return prepared
+    return prepare_scene(pipe, rectifier, item, config)
 
 
 def refresh_text(pipe, rectifier: RelationRectifier, prepared: PreparedRelation) -> PreparedRelation:
@@ -225,7 +272,7 @@ def pair_step_loss(
     pipe,
     rectifier: RelationRectifier,
     prepared: PreparedRelation | Sequence[PreparedRelation],
-    pair: tuple[str, str],
+    pair: tuple[str, str] | Sequence[tuple[str, str]],
     chosen: dict[str, int] | Sequence[dict[str, int]],
     config: TrainConfig,
     noise_scheduler,
@@ -236,11 +283,12 @@ def pair_step_loss(
     device = pipe.unet.device
     group = [prepared] if isinstance(prepared, PreparedRelation) else list(prepared)
     picks = [chosen] if isinstance(chosen, dict) else list(chosen)
+    pairs = [pair] * len(group) if isinstance(pair[0], str) else list(pair)
     conds, owns, others, noises, steps = [], [], [], [], []
-    for relation, pick in zip(group, picks, strict=True):
+    for relation, pick, names in zip(group, picks, pairs, strict=True):
         if not config.cache_text:
             relation = refresh_text(pipe, rectifier, relation)
-        sides = [relation.sides[name] for name in pair]
+        sides = [relation.sides[name] for name in names]
         deltas = rectifier.adjust_vectors(relation.batched)
         delta_rows = []
         for side in sides:
@@ -282,9 +330,10 @@ def pair_step_loss(
 def rectified_eot_cosine(rectifier: RelationRectifier, prepared: PreparedRelation, alpha: float = 1.0) -> float:
     """Cosine similarity of the two prompts' EOT vectors after rectification (before: alpha=0)."""
     deltas = rectifier.adjust_vectors(prepared.batched)[:, PROMPT_ADJUST].cpu()
-    a = prepared.sides["prompt"].encoded.eot.cpu() + alpha * deltas[0]
-    b = prepared.sides["swapped"].encoded.eot.cpu() + alpha * deltas[1]
-    return F.cosine_similarity(a, b, dim=0).item()
+    edited = {name: side.encoded.eot.cpu() + alpha * deltas[side.graph] for name, side in prepared.sides.items()
+              if side.adjust == PROMPT_ADJUST}
+    others = [name for name in edited if name != "prompt"]  # "swapped", or a scene's "swapped_k"
+    return sum(F.cosine_similarity(edited["prompt"], edited[n], dim=0).item() for n in others) / len(others)
 
 
 def configure_unet(pipe, config: TrainConfig) -> None:
@@ -297,6 +346,20 @@ def configure_unet(pipe, config: TrainConfig) -> None:
         pipe.unet.compile()  # in place, once
 
 
+def item_triplets(item) -> list[tuple[str, str, str]]:
+    """The (A, R, B) a training item states: one for a relation folder, several for a scene."""
+    if isinstance(item, RelationSpec):
+        return [(item.object_a, item.relation, item.object_b)]
+    return [tuple(t) for t in item.relations]
+
+
+def item_prompt_pairs(item) -> list[tuple[str, str]]:
+    """(prompt, swapped prompt) pairs of a training item: a scene has one per relation."""
+    if isinstance(item, RelationSpec):
+        return [(item.prompt, item.swapped_prompt)]
+    return [(item.prompt, swapped) for swapped in item.swapped_prompts]
+
+
 def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | Sequence[RelationSpec] | None = None) -> RelationRectifier:
     """A freshly initialised rectifier (seeded); with `spec` (one or several), it already knows its
     triplets, prompts and the relation phrases it will find in prompts."""
@@ -306,10 +369,12 @@ def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | Sequence[Relat
                          antisymmetric=config.antisymmetric)
     specs = [] if spec is None else [spec] if isinstance(spec, RelationSpec) else list(spec)
     if specs:
-        rc.triplets = [asdict(Triplet(s.object_a, s.relation, s.object_b)) for s in specs]
-        rc.prompts = [[s.prompt, s.swapped_prompt] for s in specs]
-        rc.relation_phrases = relation_phrases([((s.object_a, s.relation, s.object_b), [s.prompt, s.swapped_prompt])
-                                                for s in specs])
+        known = list(dict.fromkeys(t for s in specs for t in item_triplets(s)))
+        rc.triplets = [asdict(Triplet(*t)) for t in known]
+        rc.prompts = [list(p) for s in specs for p in item_prompt_pairs(s)]
+        rc.relation_phrases = relation_phrases([(t, list(dict.fromkeys(x for p in item_prompt_pairs(s) for x in p)))
+                                                for s in specs for t in item_triplets(s)])
+        rc.joint_relations = any(not isinstance(s, RelationSpec) for s in specs)
     with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's global RNG is untouched
         torch.manual_seed(config.seed)
         rectifier = RelationRectifier(rc)
@@ -372,10 +437,15 @@ def _model_key(model_id: str | None) -> str | None:
 
 def run_identity(pipe, specs: Sequence[RelationSpec], config: TrainConfig, model_id: str | None) -> dict:
     """What a checkpoint must agree with to be resumed: recipe, relations and their images, model."""
-    def relation(spec: RelationSpec) -> dict:
-        images = [*spec.images_prompt, *spec.images_swapped, *spec.images_a, *spec.images_b]
-        return {"words": [spec.object_a, spec.relation, spec.object_b],
-                "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)}
+    def relation(spec) -> dict:
+        if isinstance(spec, RelationSpec):
+            images = [*spec.images_prompt, *spec.images_swapped, *spec.images_a, *spec.images_b]
+            return {"words": [spec.object_a, spec.relation, spec.object_b],
+                    "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)}
+        images = [*spec.images_prompt, *(p for paths in spec.images_swapped for p in paths),
+                  *(p for _, paths in spec.images_objects for p in paths)]
+        return {"relations": [list(t) for t in spec.relations], "prompts": [spec.prompt, *spec.swapped_prompts],
+                "images": images_digest(images)}
 
     return {
         "kind": "rrnet-rectifier",
@@ -391,7 +461,16 @@ def check_relation_set(specs: Sequence[RelationSpec], config: TrainConfig) -> No
     if not specs:
         raise RRNetError("no relations to train on")
     seen: dict[tuple[str, str, str], str] = {}
+    scenes: dict[str, str] = {}
     for spec in specs:
+        if not isinstance(spec, RelationSpec):
+            if spec.prompt in scenes:
+                raise RRNetError(f"the prompt {spec.prompt!r} is given twice ({scenes[spec.prompt]} and {spec.name})")
+            scenes[spec.prompt] = spec.name
+            if config.adjuster == "free" or not config.cache_text:
+                raise RRNetError("prompts stating several relations train with the graph network and cached text "
+                                 "(not --no_hgcn or --no_cache_text)")
+            continue
         key = (spec.object_a, spec.relation, spec.object_b)
         if key in seen or (spec.object_b, spec.relation, spec.object_a) in seen:
             other = seen.get(key) or seen[(spec.object_b, spec.relation, spec.object_a)]
@@ -445,7 +524,7 @@ def _train_locked(pipe, specs: list[RelationSpec], config: TrainConfig, output_d
     with training_backbone(pipe, config), training_rng(config.seed, pipe.unet.device):
         rectifier = new_rectifier(pipe, config, specs)
         # words, prompts, images: checked before any write
-        prepared = [prepare_relation(pipe, rectifier, spec, config) for spec in specs]
+        prepared = [prepare_item(pipe, rectifier, spec, config) for spec in specs]
         direction = prepare_direction_targets(pipe, rectifier, direction_pairs) if direction_pairs else None
         identity = run_identity(pipe, specs, config, model_id)
         if direction is not None:
@@ -465,10 +544,11 @@ def _train_locked(pipe, specs: list[RelationSpec], config: TrainConfig, output_d
     return rectifier, history
 
 
-def _epoch_plan(order: list[int], per_step: int, steps) -> list[tuple[list[int], tuple[str, str]]]:
-    """An epoch's optimiser steps: each group of relations (in the epoch's order) runs every pair step."""
+def _epoch_plan(order: list[int], per_step: int, n_steps: int) -> list[tuple[list[int], int]]:
+    """An epoch's optimiser steps: each group of relations (in the epoch's order) runs its pair
+    steps; step i of a relation with fewer steps is its step i modulo their number."""
     groups = [order[i:i + per_step] for i in range(0, len(order), per_step)]
-    return [(group, pair) for group in groups for pair in steps]
+    return [(group, i) for group in groups for i in range(n_steps)]
 
 
 def _mean_steps(entries: list[dict]) -> dict:
@@ -491,7 +571,7 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
     scaler = gradient_scaler(pipe)
     generator = torch.Generator().manual_seed(config.seed)
     picker = random.Random(config.seed)
-    steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
+    n_steps = max(len(relation.steps) for relation in prepared)
     base_cosines = [rectified_eot_cosine(rectifier, relation, alpha=0.0) for relation in prepared]
     several = len(prepared) > 1
 
@@ -519,11 +599,14 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
                     state["chosen"] = [{name: picker.randrange(len(s.latent_mean)) for name, s in relation.sides.items()}
                                        for relation in prepared]
                     state["record"] = {"epoch": epoch + 1, "steps": {}}
-                plan = _epoch_plan(state["order"], config.relations_per_step, steps)
+                plan = _epoch_plan(state["order"], config.relations_per_step, n_steps)
                 for index in range(state["position"], len(plan)):
-                    group, pair = plan[index]
+                    group, step = plan[index]
+                    pairs = [prepared[i].steps[step % len(prepared[i].steps)] for i in group]
+                    pair = pairs[0]
                     if several:
                         members, picks = [prepared[i] for i in group], [state["chosen"][i] for i in group]
+                        pair = pairs
                     else:
                         members, picks = prepared[0], state["chosen"][0]
                     result = pair_step_loss(pipe, rectifier, members, pair, picks, config, noise_scheduler, generator)
@@ -535,7 +618,7 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
                     loss = total.item()
                     check_finite(loss, state["step"] + 1, epoch + 1)
                     backward_and_step(total, optimizer, scaler)
-                    state["record"]["steps"].setdefault("/".join(pair), []).append({
+                    state["record"]["steps"].setdefault("/".join(pairs[0]), []).append({
                         "loss": loss,
                         "positive": result.positive.item(),
                         "negative": None if result.negative is None else result.negative.item(),
@@ -552,7 +635,7 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
                 record["eot_cosine"] = sum(cosines) / len(cosines)
                 record["eot_cosine_base"] = sum(base_cosines) / len(base_cosines)
                 if several:
-                    record["eot_cosines"] = {" ".join(astuple(relation.triplet)): c for relation, c in zip(prepared, cosines)}
+                    record["eot_cosines"] = {relation.name: c for relation, c in zip(prepared, cosines)}
                 state["history"].append(record)
                 state.update(epoch=epoch + 1, position=0, order=None, chosen=None, record=None)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", cos=f"{record['eot_cosine']:.3f}")

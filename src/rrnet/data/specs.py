@@ -347,6 +347,17 @@ def load_relation(path: str | Path) -> RelationSpec:
     Raises DataError with one line naming the file and the problem when anything is
     missing or malformed, so a bad dataset fails before any model is loaded.
     """
+    item = load_item(path)
+    if not isinstance(item, RelationSpec):
+        raise DataError(f"{item.source}: states {len(item.relations)} relations in one prompt; give it to "
+                        "`rrnet train` among its --data (this command takes one relation)")
+    return item
+
+
+def load_item(path: str | Path):
+    """A relation (`RelationSpec`) or a prompt stating several relations (`rrnet.data.scenes.SceneSpec`)."""
+    from rrnet.data.scenes import is_scene_index, load_scene
+
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         relation_file = _relation_file_in(path)
@@ -354,14 +365,17 @@ def load_relation(path: str | Path) -> RelationSpec:
             raise DataError(
                 f"{path}: no {INDEX_FILE} (or {' / '.join(MANIFEST_FILES)}) in this folder"
             )
-        return _load_file(relation_file)
-    if not path.exists():
+        path = relation_file
+    elif not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    if path.name.lower() == INDEX_FILE and is_scene_index(path):
+        return load_scene(path)
     return _load_file(path)
 
 
-def find_relations(root: str | Path) -> list[RelationSpec]:
-    """Every relation in a benchmark folder: each immediate sub-folder holding a relation file.
+def find_relations(root: str | Path, scenes: bool = False) -> list:
+    """Every relation in a benchmark folder: each immediate sub-folder holding a relation file
+    (with `scenes`, also folders of prompts stating several relations).
 
     Sorted by folder name (naturally), so runs and reports list relations in a stable order.
     """
@@ -372,7 +386,7 @@ def find_relations(root: str | Path) -> list[RelationSpec]:
         (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: natural_key(p.name),
     )
-    specs = [load_relation(folder) for folder in folders if _relation_file_in(folder)]
+    specs = [(load_item if scenes else load_relation)(folder) for folder in folders if _relation_file_in(folder)]
     if not specs:
         hint = "; this folder is itself one relation" if _relation_file_in(root) else ""
         raise DataError(
@@ -381,15 +395,15 @@ def find_relations(root: str | Path) -> list[RelationSpec]:
     return specs
 
 
-def load_relations(paths: str | Path | list[str | Path]) -> list[RelationSpec]:
-    """The relations of several `--data` paths: each a relation (folder or manifest) or a benchmark
-    folder of relation folders, in the order given."""
+def load_relations(paths: str | Path | list[str | Path]) -> list:
+    """The training items of several `--data` paths, in the order given: each a relation (folder
+    or manifest), a prompt stating several relations, or a benchmark folder of either."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    specs: list[RelationSpec] = []
+    specs: list = []
     for path in paths:
         folder = Path(path).expanduser().absolute()
         if folder.is_dir() and _relation_file_in(folder) is None:
-            specs.extend(find_relations(folder))
+            specs.extend(find_relations(folder, scenes=True))
         else:
-            specs.append(load_relation(folder))
+            specs.append(load_item(folder))
     return specs
