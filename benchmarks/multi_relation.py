@@ -1,0 +1,182 @@
+"""Several relations in one prompt: the base model, the paper's summed adjustments, one joint graph.
+
+Trains two rectifiers on the mini world's `train` pairs (both relations of each pair's axis, five
+exemplars per folder):
+  summed  one relation per prompt; a two-relation prompt gets each relation's adjustment from its
+          own graph, summed at the EOT (the paper's Appendix E.2);
+  joint   the same relations plus the two-relation captions built from train pairs (three-object
+          exemplars; negatives swap one relation's objects at a time); a two-relation prompt gets
+          one adjustment from one graph.
+Both use the same recipe flags (antisymmetric, direction targets from the order-aware pairs).
+Then samples two-relation captions, each in all four arrangements, built from collapsed pairs
+(train-built and with a held-out pair, separately) and from control pairs, and reports the
+all-relations-correct rate, per-relation accuracy and object accuracy with 95 % Wilson intervals.
+Rows are saved as they finish; a rerun resumes.
+
+    python -m benchmarks.multi_relation [--samples 100] [--alpha 0.8 1.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import rate
+from rrnet.atomic import atomic_write_text
+from rrnet.backbones.loading import load_pipeline
+from rrnet.data import load_relations
+from rrnet.generate import prompt_embeddings
+from rrnet.rectifier_files import load_rectifier
+from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
+from rrnet.world.benchmark import (direction_prompt_pairs, order_aware_pairs, pair_relations, scene_relations,
+                                   write_world_benchmark)
+from rrnet.world.evaluate import sample_arrays
+from rrnet.world.judge import judge_relations
+from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
+from rrnet.world.vocab import caption_for, swap_clause
+
+VARIANTS = ("base", "summed", "joint")
+GROUPS = ("collapsed-train", "collapsed-heldout", "control")
+PHRASES = ["above", "left of"]
+
+
+def arrangements(triplets):
+    """A caption and its three rearrangements (either relation's objects swapped, or both)."""
+    return [triplets, swap_clause(triplets, 0), swap_clause(triplets, 1), swap_clause(swap_clause(triplets, 0), 1)]
+
+
+def caption_groups(recipe) -> dict[str, list]:
+    train = set(recipe.train_pairs)
+    collapsed = scene_relations(recipe.collapsed_pairs, PHRASES)
+
+    def from_train(scene) -> bool:
+        return all(any({t[0], t[2]} == {a, b} for a, b, _ in train) for t in scene)
+
+    return {"collapsed-train": [s for s in collapsed if from_train(s)],
+            "collapsed-heldout": [s for s in collapsed if not from_train(s)],
+            "control": scene_relations(recipe.control_pairs, PHRASES)}
+
+
+def train_variants(pipe, recipe, work: Path, args) -> dict[str, Path]:
+    relations = write_world_benchmark(work / "data" / "relations", pair_relations(recipe.train_pairs), args.exemplars,
+                                      recipe.size, args.seed)
+    scenes = write_world_benchmark(work / "data" / "scenes", [s for scene in caption_groups(recipe)["collapsed-train"]
+                                                              for s in arrangements(scene)], args.exemplars,
+                                   recipe.size, args.seed)
+    config = TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed,
+                         relations_per_step=args.relations_per_step, antisymmetric=args.antisymmetric,
+                         direction_weight=args.direction_weight)
+    directions = direction_prompt_pairs(order_aware_pairs(recipe)) if args.direction_weight > 0 else None
+    folders = {}
+    for name, data in (("summed", [relations]), ("joint", [relations, scenes])):
+        out = work / "rectifiers" / name
+        if not rectifier_finished(out):
+            started = time.time()
+            items = load_relations(data)
+            train_rectifier(pipe, items, config, out, model_id=str(args.model), progress=False, direction_pairs=directions)
+            print(f"trained {name} on {len(items)} items in {time.time() - started:.0f} s")
+        folders[name] = out
+    return folders
+
+
+def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance) -> dict:
+    prompt = caption_for(triplets)
+    with torch.no_grad():
+        if rectifier is None:
+            embeds = prompt_embeddings(pipe, prompt, None, None)
+        else:
+            embeds = rectifier.prompt_embeds(pipe, prompt, alpha=alpha, strict=True)
+    judged = [judge_relations(im, triplets) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
+    return {"all_correct": rate(sum(j.all_correct for j in judged), n),
+            "per_relation": [rate(sum(j.outcomes[k] == "correct" for j in judged), n) for k in range(len(triplets))],
+            "objects": rate(sum(j.objects_found for j in judged), n)}
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["group"], row["variant"], row["alpha"]), []).append(row)
+    out = []
+    for (group, variant, alpha), members in sorted(groups.items(), key=lambda kv: (GROUPS.index(kv[0][0]),
+                                                                                    VARIANTS.index(kv[0][1]), kv[0][2] or 0)):
+        def pooled(get):
+            return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))
+
+        out.append({"group": group, "variant": variant, "alpha": alpha, "prompts": len(members),
+                    "all_correct": pooled(lambda m: m["all_correct"]),
+                    "per_relation": pooled(lambda m: {"successes": sum(r["successes"] for r in m["per_relation"]),
+                                                      "n": sum(r["n"] for r in m["per_relation"])}),
+                    "objects": pooled(lambda m: m["objects"])})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(shipped_backbone()))
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--alpha", type=float, nargs="+", default=[0.8, 1.2])
+    ap.add_argument("--max_captions", type=int, default=None, help="first N captions of each group (all four arrangements)")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--learning_rate", type=float, default=1e-3)
+    ap.add_argument("--relations_per_step", type=int, default=8)
+    ap.add_argument("--antisymmetric", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--direction_weight", type=float, default=1.0, help="0: no direction targets")
+    ap.add_argument("--exemplars", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="outputs/multi_relation")
+    ap.add_argument("--output", default="benchmarks/results/multi_relation.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    out, work = Path(args.output), Path(args.work)
+    recipe, sampling = load_recipe(args.model), world_sampling(args.model)
+    steps, guidance = sampling["num_inference_steps"], sampling["guidance_scale"]
+    settings = {key: getattr(args, key) for key in ("samples", "epochs", "learning_rate", "relations_per_step",
+                                                    "antisymmetric", "direction_weight", "exemplars", "seed")}
+    settings.update(model=str(args.model), sampling=sampling)
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    if result.get("settings", settings) != settings:
+        raise SystemExit(f"{out} was measured with other settings; move it away to measure again")
+    result.update(settings=settings, machine="2-core CPU, torch " + torch.__version__)
+    rows = {(r["variant"], r["alpha"], r["prompt"]): r for r in result.get("rows", [])}
+
+    pipe = load_pipeline(args.model, device="cpu", progress=False)
+    folders = train_variants(pipe, recipe, work, args) if set(args.variants) - {"base"} else {}
+    rectifiers = {name: load_rectifier(folder) for name, folder in folders.items()}
+    result["training"] = {name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
+                          for name, folder in folders.items()}
+    started = time.time()
+    for group, scenes in caption_groups(recipe).items():
+        if group not in args.groups:
+            continue
+        for scene in scenes[: args.max_captions]:
+            for triplets in arrangements(scene):
+                prompt = caption_for(triplets)
+                for variant in args.variants:
+                    for alpha in ([None] if variant == "base" else args.alpha):
+                        if (variant, alpha, prompt) in rows:
+                            continue
+                        row = {"group": group, "variant": variant, "alpha": alpha, "prompt": prompt,
+                               "relations": [list(t) for t in triplets],
+                               **judge_caption(pipe, triplets, alpha, rectifiers.get(variant), args.samples, args.seed,
+                                               steps, guidance)}
+                        rows[(variant, alpha, prompt)] = row
+                        result.update(rows=list(rows.values()), summary=summarise(list(rows.values())),
+                                      date=time.strftime("%Y-%m-%d"))
+                        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+                print(f"{prompt}: done ({time.time() - started:.0f} s)")
+    for s in summarise(list(rows.values())):
+        alpha = "" if s["alpha"] is None else f" alpha={s['alpha']:g}"
+        print(f"{s['group']:18s} {s['variant']}{alpha}: all correct {s['all_correct']['rate']:.3f}, per relation "
+              f"{s['per_relation']['rate']:.3f}, objects {s['objects']['rate']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
