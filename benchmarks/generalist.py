@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--alpha", type=float, nargs="+", default=[0.4, 0.8, 1.2])
     ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--learning_rate", type=float, default=3e-4)
+    ap.add_argument("--learning_rate", type=float, default=1e-3, help="the generalists' (per-pair rows use the official recipe)")
     ap.add_argument("--relations_per_step", type=int, default=8)
     ap.add_argument("--direction_weight", type=float, default=1.0)
     ap.add_argument("--exemplars", type=int, default=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -207,6 +208,9 @@ def run_world(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rrnet", description="Relation Rectification for diffusers text-to-image models")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("--verbose", action="store_true", help="also show rrnet's notes (e.g. a prompt passed through unrectified)")
+    talk.add_argument("--quiet", action="store_true", help="show errors only")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _generate_parser(sub)
@@ -337,6 +341,17 @@ def run_tiny(args) -> None:
     print(build_tiny_backbone(args.output_dir, seed=args.seed, sd_version=args.sd_version, prediction_type=args.prediction_type))
 
 
+def configure_logging(level: int) -> None:
+    """rrnet's library modules log through `logging.getLogger(__name__)`; the command shows them on stderr."""
+    logger = logging.getLogger("rrnet")
+    logger.setLevel(level)
+    if not any(getattr(h, "rrnet_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("rrnet: %(message)s"))
+        handler.rrnet_cli = True
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -344,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # a flag mistake (one line, exit 2) or --help (exit 0)
         return stop.code if isinstance(stop.code, int) else 2
     handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny, "world": run_world}
+    configure_logging(logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING)
     try:
         if args.command == "demo":
             from rrnet.demo import run_demo

@@ -15,6 +15,8 @@ Layout::
 
 from __future__ import annotations
 
+import logging
+
 import copy
 import dataclasses
 import gc
@@ -58,6 +60,8 @@ DISPLAY: dict[str, str] = {
     "after_eot": "edit EOT and all later positions",
     "rrnet_transfer": "RRNet, rectifier of another pair",
 }
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,7 +108,7 @@ def train_all(pipe_getter: Callable[[], Any], model_id: str, specs: Sequence[Rel
                 done["skipped"].append(tag)
                 continue
             if progress:
-                print(f"training {tag}")
+                logger.info("training %s", tag)
             pipe = pipe_getter()
             # a run stopped with Ctrl-C left a checkpoint: continue it
             resume = Checkpointing(resume_from="latest" if latest_checkpoint(folder) else None)
