@@ -9,45 +9,8 @@ from pathlib import Path
 
 from rrnet import validation as check
 from rrnet.errors import RRNetError
+from rrnet.cli_flags import OneLineParser, check_positive as _check_positive, checkpoint_flags as _checkpoint_flags, checkpointing_of as _checkpointing, model_flags as _model_flags
 from rrnet.interruption import TrainingInterrupted
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A flag mistake is one `rrnet: error:` line and exit 2, like every other user error (no usage dump)."""
-
-    def error(self, message: str):
-        command = self.prog.removeprefix("rrnet").strip()
-        self.exit(2, f"rrnet: error: {command + ': ' if command else ''}{message}\n")
-
-
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pretrained_model_name_or_path", "--model", dest="model", required=True,
-                   help="diffusers Stable Diffusion model: hub id or local folder")
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no",
-                   help="dtype of the frozen models (the rectifier always trains in fp32)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=check.seed, default=0)
-    p.add_argument("--resolution", type=check.resolution, default=None,
-                   help=f"image size, a multiple of 8 up to {check.MAX_RESOLUTION} (default: the model's)")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--no_progress", action="store_true", help="hide progress bars")
-
-
-def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
-    """diffusers' resumable-training flags, shared by `train` and `baseline`."""
-    p.add_argument("--checkpointing_steps", type=check.positive_int, default=None,
-                   help="write the full training state to OUTPUT/checkpoint-N every N optimiser steps")
-    p.add_argument("--resume_from_checkpoint", default=None, metavar="latest|PATH",
-                   help="continue from OUTPUT's latest checkpoint or a checkpoint folder (same weights as an uninterrupted run)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an output folder that holds a finished result or another run's checkpoints")
-
-
-def _checkpointing(args):
-    from rrnet.resume import Checkpointing
-
-    return Checkpointing(every=args.checkpointing_steps, resume_from=args.resume_from_checkpoint,
-                         overwrite=args.overwrite)
 
 
 def _train_parser(sub) -> None:
@@ -230,13 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_baseline_parser(sub)
     add_analyze_parser(sub)
     return parser
-
-
-def _check_positive(args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            raise RRNetError(f"--{name} must be positive, got {value}")
 
 
 def run_train(args) -> None:

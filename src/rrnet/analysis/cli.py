@@ -28,7 +28,7 @@ def _triplet_flag(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_analyze_parser(sub) -> None:
     """Add `rrnet analyze {osp,mask-eot,swap-eot,alpha-sweep}` to the `rrnet` subparsers."""
-    from rrnet.cli import _model_flags
+    from rrnet.cli_flags import model_flags as _model_flags
 
     p = sub.add_parser("analyze", help="the paper's analyses: OSP EOT cosine, EOT masking / swapping, alpha sweeps")
     analyses = p.add_subparsers(dest="analyze_command", required=True)
@@ -97,7 +97,7 @@ def _load(args, rectifier_path: str | None = None):
 
 
 def _settings(args):
-    from rrnet.cli import _check_positive
+    from rrnet.cli_flags import check_positive as _check_positive
     from rrnet.generate import GenerationSettings
 
     _check_positive(args, "num_images", "steps", "resolution")

@@ -23,7 +23,7 @@ def add_baseline_parser(sub) -> argparse.ArgumentParser:
     """`rrnet baseline KIND --model M --data RELATION --output_dir D [...]`."""
     # imported here, not at the top: rrnet.cli may import this module
     from rrnet import validation as check
-    from rrnet.cli import _checkpoint_flags, _model_flags
+    from rrnet.cli_flags import checkpoint_flags as _checkpoint_flags, model_flags as _model_flags
 
     p = sub.add_parser("baseline", help="train a baseline (personalized, textual inversion, LoRA) on one relation")
     kinds = p.add_subparsers(dest="baseline_kind", required=True, metavar="{" + ",".join(CLI_KINDS) + "}")
@@ -66,7 +66,7 @@ def run_baseline(args) -> None:
     from rrnet.backbones.loading import load_pipeline
     from rrnet.baselines.training import train_baseline
     from rrnet.baselines.checkpoint import RECORD_NAME
-    from rrnet.cli import _checkpointing
+    from rrnet.cli_flags import checkpointing_of as _checkpointing
     from rrnet.data import load_relation
     from rrnet.locking import folder_lock
     from rrnet import validation as check
