@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -114,8 +115,35 @@ def add_at_eot(prompt_embeds: torch.Tensor, eot_index: torch.Tensor, delta: torc
     return prompt_embeds + edit
 
 
-class RelationRectifier(nn.Module):
-    """An HGCN that outputs one adjustment vector per prompt (and one per object sentence)."""
+def looks_like_hub_id(name: str) -> bool:
+    """"owner/name" and not a local path: how diffusers tells a Hub repository from a folder."""
+    parts = str(name).split("/")
+    return (len(parts) == 2 and all(parts) and not str(name).startswith((".", "~"))
+            and not Path(name).exists() and "\\" not in str(name))
+
+
+def resolve_rectifier_folder(name_or_path: str | Path, **hub_kwargs) -> Path:
+    """A local rectifier folder, or a Hub repository's `config.json` and `rectifier.safetensors`
+    downloaded into the Hub cache (never a pickled `.bin`: only those two files are fetched)."""
+    if not looks_like_hub_id(str(name_or_path)):
+        return Path(name_or_path)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise CheckpointError(f"{name_or_path}: no such rectifier folder, and the Hub repository could not be "
+                              f"fetched ({reason})") from None
+
+
+class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", tags=["relation-rectification"]):
+    """An HGCN that outputs one adjustment vector per prompt (and one per object sentence).
+
+    Saved and loaded like other adapters (`save_pretrained`, `from_pretrained` with a folder or a
+    Hub repository id, `push_to_hub` from huggingface_hub's mixin), always as safetensors + JSON.
+    """
 
     def __init__(self, config: RectifierConfig) -> None:
         super().__init__()
@@ -281,8 +309,10 @@ class RelationRectifier(nn.Module):
         return embeds.to(pipe.text_encoder.dtype)
 
     # ---- persistence --------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write `rectifier.safetensors` + `config.json`, each atomically (temp file + rename).
+    def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False, repo_id: str | None = None,
+                        **push_to_hub_kwargs) -> Path:
+        """Write `rectifier.safetensors` + `config.json`, each atomically (temp file + rename);
+        with `push_to_hub`, also upload the folder (huggingface_hub's `push_to_hub`).
 
         `config.json` is the folder's completion marker: an old one is removed before the new
         weights go in and the new one is written last, so a reader never pairs new weights with an
@@ -292,14 +322,21 @@ class RelationRectifier(nn.Module):
         (out / CONFIG_NAME).unlink(missing_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": FORMAT}))
+        push_to_hub_kwargs.pop("config", None)  # the mixin passes its own copy; ours is written below
+        push_to_hub_kwargs.pop("model_card_kwargs", None)
         text = json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n"
         atomic_write_text(out / CONFIG_NAME, text)
+        if push_to_hub:
+            self.push_to_hub(repo_id or out.name, **push_to_hub_kwargs)
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "RelationRectifier":
-        """Load from safetensors + JSON only: nothing is unpickled."""
-        directory = Path(directory)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, device: str | torch.device = "cpu",
+                        **hub_kwargs) -> "RelationRectifier":
+        """Load from a folder or a Hub repository id ("owner/name"; `revision`, `cache_dir`, `token`,
+        `local_files_only` pass to huggingface_hub), from safetensors + JSON only: nothing is
+        unpickled, and weights of another shape are an error, never a silent partial load."""
+        directory = resolve_rectifier_folder(pretrained_model_name_or_path, **hub_kwargs)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():

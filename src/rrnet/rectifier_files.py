@@ -25,6 +25,7 @@ from rrnet.rectifier import (
     WEIGHTS_NAME,
     RectifierConfig,
     RelationRectifier,
+    resolve_rectifier_folder,
 )
 
 FORMAT_VERSION = 1  # the newest config format this rrnet reads
@@ -105,10 +106,10 @@ def check_weights(path: Path) -> None:
         raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from None
 
 
-def load_rectifier(folder: str | Path, device: str | torch.device = "cpu") -> RelationRectifier:
-    """`RelationRectifier.from_pretrained` after checking the folder: one CheckpointError line for
-    anything missing, damaged, foreign or too new."""
-    folder = Path(folder)
+def load_rectifier(folder: str | Path, device: str | torch.device = "cpu", **hub_kwargs) -> RelationRectifier:
+    """`RelationRectifier.from_pretrained` after checking the folder (or the files of a Hub repository
+    id): one CheckpointError line for anything missing, damaged, foreign or too new."""
+    folder = resolve_rectifier_folder(folder, **hub_kwargs)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: rectifier folder not found")
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
