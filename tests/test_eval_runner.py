@@ -280,3 +280,19 @@ def test_one_generalist_rectifier_for_every_relation(tmp_path, world_pipe, bench
     one.save_pretrained(tmp_path / "one")
     with pytest.raises(CheckpointError, match="finds no relation it knows"):
         GeneralistMethod(tmp_path / "one", (1.0,)).check(specs[1])
+
+
+def test_each_prompt_has_its_own_row(tmp_path, world_pipe, benchmark, rectifiers):
+    from rrnet.eval.methods import RectifierMethod
+
+    results, _ = _run(tmp_path, world_pipe, benchmark, [RectifierMethod(rectifiers, (1.0,))], CountingJudge(),
+                      EvalSettings(num_images=2, steps=2, guidance_scale=4.0))
+    row, = results["rows"]
+    judged = next(iter(row["judged"].values()))
+    for relation in results["relations"]:
+        both = [judged["prompts"][relation[key]] for key in ("prompt", "swapped_prompt")]
+        assert all(p["n"] == 2 for p in both)
+        pooled = judged["relations"][relation["name"]]
+        assert sum(p["relation_accuracy"] for p in both) / 2 == pytest.approx(pooled["relation_accuracy"])
+    report = (tmp_path / "report.md").read_text()
+    assert "Relation accuracy per prompt" in report and results["relations"][0]["swapped_prompt"] in report

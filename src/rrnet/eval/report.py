@@ -67,6 +67,27 @@ def relations_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def prompts_markdown(results: dict[str, Any]) -> str:
+    """Relation accuracy of each prompt (each direction on its own; rows: prompts, columns: method
+    settings), one table per judge: a pooled relation row can hide one direction that fails."""
+    parts = []
+    rows = results["rows"]
+    prompts = [p for relation in results["relations"] for p in (relation["prompt"], relation["swapped_prompt"])]
+    for judge in results["judges"]:
+        label = judge["label"]
+        header = ["Prompt"] + [row["label"] for row in rows]
+        lines = [f"Relation accuracy per prompt, judge {label} (%):", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for prompt in prompts:
+            cells = [prompt]
+            for row in rows:
+                stats = row["judged"].get(label, {}).get("prompts", {}).get(prompt)
+                cells.append(percent(stats["relation_accuracy"]) if stats else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def report_markdown(results: dict[str, Any]) -> str:
     gen = results["generation"]
     fid = results.get("fid")
@@ -84,7 +105,7 @@ def report_markdown(results: dict[str, Any]) -> str:
         f"{gen['steps']} steps, guidance {gen['guidance_scale']:g}. Judges: {judges}."),
         f"Relation accuracy and OGA in %, with {results['interval']} intervals. {fid_line}",
         f"Unreadable judge answers (counted as wrong): {unreadable}.", "",
-        table_markdown(results), relations_markdown(results),
+        table_markdown(results), relations_markdown(results), prompts_markdown(results),
     ])
 
 

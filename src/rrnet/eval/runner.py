@@ -370,8 +370,10 @@ def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> lis
     return out
 
 
-def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progress: bool = True) -> dict[str, dict[str, Tally]]:
-    """Per row label, per relation: the tally of this judge's verdicts over both prompts."""
+def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progress: bool = True,
+               per_prompt: dict[str, dict[str, Tally]] | None = None) -> dict[str, dict[str, Tally]]:
+    """Per row label, per relation: the tally of this judge's verdicts over both prompts (and, into
+    `per_prompt` when given, per row label and prompt: each direction on its own)."""
     check = getattr(judge, "check", None)
     if check is not None:
         for job in rows[0].jobs if rows else []:
@@ -384,7 +386,10 @@ def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progre
         for job in row.jobs:
             results = judge_job(judge, job, settings.num_images, settings.batch_size)
             bar.update(len(results))
-            per_relation[job.spec.name] = per_relation.get(job.spec.name, Tally()) + tally(results)
+            counts = tally(results)
+            per_relation[job.spec.name] = per_relation.get(job.spec.name, Tally()) + counts
+            if per_prompt is not None:
+                per_prompt.setdefault(row.label, {})[job.prompt] = counts
         out[row.label] = per_relation
     bar.close()
     return out
@@ -506,8 +511,11 @@ def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Pa
         if judge.label in (info["label"] for info in judge_info):
             raise RRNetError(f"two judges share the label {judge.label!r}")
         judge_info.append({"label": judge.label, "key": judge_key(judge), **judge.describe()})
-        for label, per_relation in judge_rows(judge, rows, settings, progress).items():
+        per_prompt: dict[str, dict[str, Tally]] = {}
+        for label, per_relation in judge_rows(judge, rows, settings, progress, per_prompt).items():
             judged[label][judge.label] = summarize(per_relation, categories, settings.confidence)
+            judged[label][judge.label]["prompts"] = {prompt: counts.summary(settings.confidence)
+                                                     for prompt, counts in per_prompt.get(label, {}).items()}
         del judge
 
     fids: dict[str, float | None] = {row.label: None for row in rows}
