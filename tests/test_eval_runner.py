@@ -296,3 +296,19 @@ def test_each_prompt_has_its_own_row(tmp_path, world_pipe, benchmark, rectifiers
         assert sum(p["relation_accuracy"] for p in both) / 2 == pytest.approx(pooled["relation_accuracy"])
     report = (tmp_path / "report.md").read_text()
     assert "Relation accuracy per prompt" in report and results["relations"][0]["swapped_prompt"] in report
+
+
+def test_alpha_zero_judges_the_base_images(tmp_path, world_pipe, benchmark, rectifiers):
+    from rrnet.eval.methods import BaseMethod, RectifierMethod
+
+    loader = Loader(world_pipe)
+    settings = EvalSettings(num_images=2, steps=2, guidance_scale=4.0)
+    results = evaluate(loader, "mini", find_relations(benchmark), [BaseMethod(), RectifierMethod(rectifiers, (0.0, 1.0))],
+                       [CountingJudge()], tmp_path, settings, progress=False)
+    base, zero, one = results["rows"]
+    assert zero["reuses_images_of"] == "base" and zero["folder"] == base["folder"] and one["reuses_images_of"] is None
+    assert results["generation"]["images_generated_this_run"] == 2 * len(RELATIONS) * 2 * 2  # base and alpha 1 only
+    from rrnet.eval.methods import setting_label
+
+    assert [p.name for p in (tmp_path / "images" / "rrnet").iterdir()] == [setting_label(1.0)]
+    assert zero["judged"] == base["judged"]

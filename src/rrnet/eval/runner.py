@@ -21,6 +21,8 @@ evaluated on both of its prompts: "A R B" judged as such, and "B R A" judged wit
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import math
@@ -110,6 +112,7 @@ class Row:
     method: str
     setting: float | None
     jobs: list[PromptJob] = field(default_factory=list)
+    reuses: str | None = None  # the row whose images this row judges instead of making its own
 
     @property
     def label(self) -> str:
@@ -138,6 +141,21 @@ def dataset_row(specs: Sequence[RelationSpec], output_dir: Path) -> Row:
             folder = output_dir / DATASET / spec.name / prompt_folder(side, prompt)
             row.jobs.append(PromptJob(DATASET, None, spec, side, folder, tuple(images)))
     return row
+
+
+def reuse_base_images(rows: Sequence[Row], n: int) -> None:
+    """alpha = 0 leaves a prompt's embedding exactly the base model's, so such rows judge the base
+    row's images instead of generating the same images again."""
+    base = next((row for row in rows if row.method == "base"), None)
+    if base is None:
+        return
+    jobs = {(job.spec.name, job.side): job for job in base.jobs}
+    for row in rows:
+        if row.method not in ("base", DATASET) and row.setting is not None and float(row.setting) == 0.0:
+            row.jobs = [dataclasses.replace(job, folder=jobs[(job.spec.name, job.side)].folder,  # its judgements too
+                                            sources=tuple(jobs[(job.spec.name, job.side)].image_paths(n)))
+                        for job in row.jobs]
+            row.reuses = base.label
 
 
 def plan(specs: Sequence[RelationSpec], methods: Sequence[Method], output_dir: Path) -> list[Row]:
@@ -249,7 +267,8 @@ def generate_rows(
     from rrnet.eval.provenance import model_digest
 
     by_name = {m.name: m for m in methods}
-    rows = [row for row in rows if row.method in by_name]
+    rows = [Row(row.method, row.setting, [job for job in row.jobs if job.sources is None])
+            for row in rows if row.method in by_name]
     report = GenerationReport()
     model_fingerprint = model_digest(model_id)
     fingerprints: dict[tuple[str, str], str | None] = {}
@@ -475,6 +494,7 @@ def evaluate(
     rows = plan(specs, methods, output_dir)
     if include_dataset:
         rows.insert(0, dataset_row(specs, output_dir))
+    reuse_base_images(rows, settings.num_images)
     check_inputs(model_id, specs, methods, judges, rows)
     with folder_lock(output_dir):  # one writer: settings are checked and images written under it
         return _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir, settings, fid, benchmark,
@@ -545,7 +565,9 @@ def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Pa
         "rows": [
             {"label": row.label, "method": row.method, "setting": row.setting,
              "images": sum(len(job.image_paths(settings.num_images)) for job in row.jobs),
-             "folder": str(Path(DATASET) if row.method == DATASET else Path("images") / row.method / setting_label(row.setting)),
+             "folder": str(Path(DATASET) if row.method == DATASET else
+                           Path("images") / ("base" if row.reuses else row.method) / setting_label(None if row.reuses else row.setting)),
+             "reuses_images_of": row.reuses,
              "fid": fids[row.label], "judged": judged[row.label]}
             for row in rows
         ],
