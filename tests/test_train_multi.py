@@ -190,3 +190,26 @@ def test_a_one_relation_rectifier_sums_the_adjustments_of_each_relation(tiny_pip
     expected = add_at_eot(enc.hidden[None], torch.tensor([enc.tokens.eot_index]), (deltas[0] + deltas[1])[None], 0.7)
     assert not rect.config.joint_relations
     assert torch.allclose(rect.prompt_embeds(tiny_pipe, caption, alpha=0.7), expected, atol=1e-6)
+
+
+def test_recipe_options_change_only_what_they_say(tiny_pipe, relation_dir, tmp_path):
+    from rrnet.train import learning_rate_schedule
+
+    spec = load_relation(relation_dir)
+    plain, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, **SMALL), progress=False)
+    several, history = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, timesteps_per_step=3, **SMALL), progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(plain).values(), _weights(several).values()))
+    assert len(history) == 1
+    cfg = TrainConfig(epochs=2, learning_rate=1e-2, lr_schedule="cosine", warmup_steps=2, **SMALL)
+    schedule = learning_rate_schedule(torch.optim.AdamW([torch.zeros(1, requires_grad=True)]), cfg, 10)
+    rates = [schedule(step)[0] for step in range(10)]
+    assert rates[0] == 0.0 < rates[1] < rates[2] == pytest.approx(1e-2) and rates[-1] < 1e-3
+    assert learning_rate_schedule(None, TrainConfig(), 10) is None  # the paper's constant rate: untouched
+    # a scheduled run resumes to the same weights
+    whole, _ = train_rectifier(tiny_pipe, spec, cfg, tmp_path / "whole", progress=False)
+    train_rectifier(tiny_pipe, spec, cfg, tmp_path / "parts", progress=False, checkpointing=Checkpointing(every=3))
+    resumed, _ = train_rectifier(tiny_pipe, spec, cfg, tmp_path / "parts", progress=False,
+                                 checkpointing=Checkpointing(resume_from=tmp_path / "parts" / "checkpoint-3"))
+    assert all(torch.equal(a, b) for a, b in zip(_weights(whole).values(), _weights(resumed).values()))
+    with pytest.raises(RRNetError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear").check()

@@ -42,6 +42,12 @@ def _train_parser(sub) -> None:
     p.add_argument("--edit_after_eot", action="store_true",
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
+    recipe = p.add_argument_group("recipe options beyond the paper's (defaults: the paper's)")
+    recipe.add_argument("--timesteps_per_step", type=check.int_in(1, 256), default=1,
+                        help="noise draws and timesteps per side in one pair step, in one batched UNet call")
+    recipe.add_argument("--lr_schedule", choices=["constant", "cosine"], default="constant",
+                        help="learning rate over the run (diffusers' schedules), after --warmup_steps")
+    recipe.add_argument("--warmup_steps", type=check.int_in(0, 10**9), default=0)
     p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=512)
     p.add_argument("--heads", type=check.int_in(1, 64), default=2)
     p.add_argument("--num_layers", type=check.int_in(1, 64), default=2)
@@ -220,6 +226,7 @@ def run_train(args) -> None:
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
         antisymmetric=args.antisymmetric, direction_weight=args.direction_weight,
+        timesteps_per_step=args.timesteps_per_step, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
     )
     direction_pairs = None
     if args.direction_pairs:

@@ -59,6 +59,9 @@ PAIR_STEPS: tuple[tuple[str, str], ...] = (
 )
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """Training hyper-parameters; defaults are the official recipe (SD 2.1-base, 100 epochs)."""
@@ -81,6 +84,10 @@ class TrainConfig:
     antisymmetric: bool = False  # prompt adjustment g(A R B) - g(B R A): negated by swapping the objects
     relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
     direction_weight: float = 1.0  # weight of the direction-target loss, when direction pairs are given
+    # recipe options beyond the paper's (its values are the defaults)
+    timesteps_per_step: int = 1  # noise draws and timesteps per side in one pair step (one batched UNet call)
+    lr_schedule: str = "constant"  # or "cosine" (diffusers' get_scheduler), after `warmup_steps`
+    warmup_steps: int = 0
     edit_positions: str = "eot"  # ablation "after_eot": edit the padding after the EOT as well
     # fast path: each part can be switched off to measure it (results stay the same)
     cache_latents: bool = True
@@ -98,7 +105,11 @@ class TrainConfig:
                 raise RRNetError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.learning_rate <= 0:
             raise RRNetError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        for name in ("epochs", "hidden", "heads", "num_layers", "seed", "relations_per_step"):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise RRNetError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise RRNetError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        for name in ("epochs", "hidden", "heads", "num_layers", "seed", "relations_per_step", "timesteps_per_step"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in ("epochs", "seed") else 1):
                 raise RRNetError(f"{name} must be a {'non-negative' if name in ('epochs', 'seed') else 'positive'} "
@@ -299,12 +310,14 @@ def pair_step_loss(
         embeds = torch.stack([s.encoded.hidden for s in sides]).to(device)
         eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
         conds.append(add_at_eot(embeds, eots, torch.stack(delta_rows).to(device), positions=rectifier.config.edit_positions))
-        own = torch.stack([exemplar_latent(pipe, side, pick[side.name], generator) for side in sides]).to(device)
-        owns.append(own)
-        others.append(negative_latents(own))
-        noises.append(torch.randn(own.shape, generator=generator).to(device))
-        t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
-        steps.append(t.to(device).expand(len(sides)))
+        for _ in range(config.timesteps_per_step):  # one exemplar sample, noise and timestep per draw
+            own = torch.stack([exemplar_latent(pipe, side, pick[side.name], generator) for side in sides]).to(device)
+            owns.append(own)
+            others.append(negative_latents(own))
+            noises.append(torch.randn(own.shape, generator=generator).to(device))
+            t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
+            steps.append(t.to(device).expand(len(sides)))
+        conds += [conds[-1]] * (config.timesteps_per_step - 1)
     cond, own, other, noise, t = (torch.cat(x) for x in (conds, owns, others, noises, steps))
 
     noisy_own = noise_scheduler.add_noise(own, noise, t)
@@ -544,6 +557,20 @@ def _train_locked(pipe, specs: list[RelationSpec], config: TrainConfig, output_d
     return rectifier, history
 
 
+def learning_rate_schedule(optimizer, config: TrainConfig, total_steps: int):
+    """None for the paper's constant rate; else step -> learning rates, read from diffusers'
+    `get_scheduler` (warm-up, then cosine decay to zero over the run)."""
+    if config.lr_schedule == "constant" and not config.warmup_steps:
+        return None
+    from diffusers.optimization import get_scheduler
+
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)
+    scheduler = get_scheduler(config.lr_schedule if config.lr_schedule != "constant" else "constant_with_warmup",
+                              probe, num_warmup_steps=config.warmup_steps, num_training_steps=max(total_steps, 1))
+    factors = [scheduler.lr_lambdas[0](step) for step in range(max(total_steps, 1))]
+    return lambda step: [config.learning_rate * factors[min(step, len(factors) - 1)]] * len(optimizer.param_groups)
+
+
 def _epoch_plan(order: list[int], per_step: int, n_steps: int) -> list[tuple[list[int], int]]:
     """An epoch's optimiser steps: each group of relations (in the epoch's order) runs its pair
     steps; step i of a relation with fewer steps is its step i modulo their number."""
@@ -572,6 +599,8 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
     generator = torch.Generator().manual_seed(config.seed)
     picker = random.Random(config.seed)
     n_steps = max(len(relation.steps) for relation in prepared)
+    steps_per_epoch = len(_epoch_plan(list(range(len(prepared))), config.relations_per_step, n_steps))
+    schedule = learning_rate_schedule(optimizer, config, config.epochs * steps_per_epoch)
     base_cosines = [rectified_eot_cosine(rectifier, relation, alpha=0.0) for relation in prepared]
     several = len(prepared) > 1
 
@@ -617,6 +646,9 @@ def _fit(pipe, rectifier: RelationRectifier, prepared: list[PreparedRelation], c
                         entry["direction"] = direction_term.item()
                     loss = total.item()
                     check_finite(loss, state["step"] + 1, epoch + 1)
+                    if schedule is not None:  # the learning rate of this step, from the steps done
+                        for group, lr in zip(optimizer.param_groups, schedule(state["step"])):
+                            group["lr"] = lr
                     backward_and_step(total, optimizer, scaler)
                     state["record"]["steps"].setdefault("/".join(pairs[0]), []).append({
                         "loss": loss,
