@@ -294,7 +294,7 @@ def test_each_prompt_has_its_own_row(tmp_path, world_pipe, benchmark, rectifiers
         assert all(p["n"] == 2 for p in both)
         pooled = judged["relations"][relation["name"]]
         assert sum(p["relation_accuracy"] for p in both) / 2 == pytest.approx(pooled["relation_accuracy"])
-    report = (tmp_path / "report.md").read_text()
+    report = (tmp_path / "table.md").read_text()
     assert "Relation accuracy per prompt" in report and results["relations"][0]["swapped_prompt"] in report
 
 

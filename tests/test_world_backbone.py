@@ -170,7 +170,7 @@ def test_judge_arrays_scores_rendered_scenes():
     assert scores == {"relation_accuracy": 0.6, "swapped_rate": 0.2, "object_accuracy": 0.8}
 
 
-GUARD_EPOCHS = 40
+GUARD_EPOCHS = 100
 
 
 @needs_shipped
@@ -188,7 +188,7 @@ def test_training_a_rectifier_fixes_a_collapsed_pair(tmp_path):
     pipe = load_pipeline(str(SHIPPED), device="cpu", progress=False)
     a, relation, b = "red circle", "above", "blue square"  # a collapsed train pair
     data = write_relation_folder(tmp_path / "data", a, relation, b, n_images=5, size=32, seed=0)
-    rect, history = train_rectifier(pipe, load_relation(data), TrainConfig(epochs=GUARD_EPOCHS, learning_rate=1e-3, seed=0),
+    rect, history = train_rectifier(pipe, load_relation(data), TrainConfig(epochs=GUARD_EPOCHS, learning_rate=2e-3, seed=0),
                                     progress=False)
     assert history[-1]["eot_cosine_base"] > 0.999
     assert history[-1]["eot_cosine"] < history[-1]["eot_cosine_base"] - 0.05
