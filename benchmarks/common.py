@@ -73,3 +73,16 @@ def rate(successes: int, n: int) -> dict:
 
     lo, hi = wilson_interval(successes, n)
     return {"rate": successes / n, "successes": successes, "n": n, "ci95": [lo, hi]}
+
+
+def grouped_rows(rows: list[dict], key: str, key_order, variant_order) -> list[tuple[tuple, list[dict]]]:
+    """Result rows grouped by (row[key], variant, alpha), in the given orders (alpha ascending, base first)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row[key], row["variant"], row["alpha"]), []).append(row)
+    return sorted(groups.items(), key=lambda kv: (key_order.index(kv[0][0]), variant_order.index(kv[0][1]), kv[0][2] or 0))
+
+
+def pooled_rate(members: list[dict], get) -> dict:
+    """One rate over several rows: their successes and trials summed (`get` picks each row's counts)."""
+    return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import rate
+from benchmarks.common import grouped_rows, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
@@ -103,15 +103,11 @@ def judge_row(pipe, prompt_words, alpha, rectifier, triplet, n, seed, steps, gui
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Pooled rates per split, variant and alpha, with the worst prompt."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["split"], row["variant"], row["alpha"]), []).append(row)
     out = []
-    for (split, variant, alpha), members in sorted(groups.items(), key=lambda kv: (SPLITS.index(kv[0][0]),
-                                                                                    VARIANTS.index(kv[0][1]), kv[0][2] or 0)):
-        total = lambda key: (sum(m[key]["successes"] for m in members), sum(m[key]["n"] for m in members))
+    for (split, variant, alpha), members in grouped_rows(rows, "split", SPLITS, VARIANTS):
         out.append({"split": split, "variant": variant, "alpha": alpha, "prompts": len(members),
-                    "relation": rate(*total("relation")), "objects": rate(*total("objects")),
+                    "relation": pooled_rate(members, lambda m: m["relation"]),
+                    "objects": pooled_rate(members, lambda m: m["objects"]),
                     "worst_prompt_relation": min(m["relation"]["rate"] for m in members)})
     return out
 

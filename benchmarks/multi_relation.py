@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import rate
+from benchmarks.common import grouped_rows, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
@@ -97,20 +97,13 @@ def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance) ->
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["group"], row["variant"], row["alpha"]), []).append(row)
     out = []
-    for (group, variant, alpha), members in sorted(groups.items(), key=lambda kv: (GROUPS.index(kv[0][0]),
-                                                                                    VARIANTS.index(kv[0][1]), kv[0][2] or 0)):
-        def pooled(get):
-            return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))
-
+    for (group, variant, alpha), members in grouped_rows(rows, "group", GROUPS, VARIANTS):
         out.append({"group": group, "variant": variant, "alpha": alpha, "prompts": len(members),
-                    "all_correct": pooled(lambda m: m["all_correct"]),
-                    "per_relation": pooled(lambda m: {"successes": sum(r["successes"] for r in m["per_relation"]),
+                    "all_correct": pooled_rate(members, lambda m: m["all_correct"]),
+                    "per_relation": pooled_rate(members, lambda m: {"successes": sum(r["successes"] for r in m["per_relation"]),
                                                       "n": sum(r["n"] for r in m["per_relation"])}),
-                    "objects": pooled(lambda m: m["objects"])})
+                    "objects": pooled_rate(members, lambda m: m["objects"])})
     return out
 
 

@@ -1,6 +1,6 @@
 """`rrnet baseline {personalized,textual-inversion,lora}`: train one baseline on one relation.
 
-The lead's `rrnet.cli` adds the parser with `add_baseline_parser(sub)` and dispatches
+`rrnet.cli` adds the parser with `add_baseline_parser(sub)` and dispatches
 `args.command == "baseline"` to `run_baseline(args)`. Flags follow `rrnet train`.
 """
 
