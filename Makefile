@@ -16,7 +16,7 @@ setup: $(STAMP) $(BPE)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)" -e ".[test,fid]"
+	$(BIN)/pip install --quiet "$(TORCH)" -e ".[test,fid,serve]"
 	touch $(STAMP)
 
 # SD's CLIP BPE vocabulary ships inside the open_clip_torch wheel; take the file, not the package

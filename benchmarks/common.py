@@ -86,3 +86,23 @@ def grouped_rows(rows: list[dict], key: str, key_order, variant_order) -> list[t
 def pooled_rate(members: list[dict], get) -> dict:
     """One rate over several rows: their successes and trials summed (`get` picks each row's counts)."""
     return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))
+
+
+def judge_prompt(pipe, words: tuple[str, str, str], alpha, rectifier, triplet, n: int, seed: int, steps: int,
+                 guidance: float) -> dict:
+    """Sample `n` images of "a A R a B" (rectified at `alpha` unless it is None) and judge them exactly:
+    relation, swapped and object rates with their Wilson intervals."""
+    import torch
+
+    from rrnet.generate import prompt_embeddings
+    from rrnet.world.evaluate import sample_arrays
+    from rrnet.world.judge import judge_image
+    from rrnet.world.vocab import prompt_for
+
+    a, relation, b = words
+    with torch.no_grad():
+        embeds = prompt_embeddings(pipe, prompt_for(a, relation, b), alpha, rectifier, triplet)
+    judged = [judge_image(im, a, relation, b) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
+    return {"relation": rate(sum(j.verdict == "ARB" for j in judged), n),
+            "swapped": rate(sum(j.verdict == "BRA" for j in judged), n),
+            "objects": rate(sum(j.has_a and j.has_b for j in judged), n)}

@@ -27,17 +27,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import grouped_rows, pooled_rate, rate
+from benchmarks.common import grouped_rows, judge_prompt, pooled_rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
-from rrnet.generate import prompt_embeddings
 from rrnet.rectifier_files import load_rectifier
 from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import direction_prompt_pairs, order_aware_pairs, pair_relations, split_pairs
-from rrnet.world.evaluate import sample_arrays
 from rrnet.world.exemplars import folder_name, write_relation_folder
-from rrnet.world.judge import judge_image
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import prompt_for
 
@@ -64,12 +61,12 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
             jobs[name] = (train_dirs, TrainConfig(**base, **extra), directions if uses_directions else None)
     if "transfer" in variants:
         source = work / "data" / "train" / folder_name(*TRANSFER_FROM)
-        jobs["transfer"] = ([source], TrainConfig(epochs=args.epochs, seed=args.seed), None)
+        jobs["transfer"] = ([source], TrainConfig(seed=args.seed), None)
     if "reference" in variants:
         for a, relation, b in pair_relations(recipe.heldout_pairs):
             folder = write_relation_folder(work / "data" / "heldout", a, relation, b, n_images=args.exemplars,
                                            size=recipe.size, seed=args.seed)
-            jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(epochs=args.epochs, seed=args.seed), None)
+            jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
     folders = {}
     for name, (data, config, pairs) in jobs.items():
         out = work / "rectifiers" / name
@@ -91,16 +88,6 @@ def prompts_of(recipe, splits) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def judge_row(pipe, prompt_words, alpha, rectifier, triplet, n, seed, steps, guidance) -> dict:
-    a, relation, b = prompt_words
-    with torch.no_grad():
-        embeds = prompt_embeddings(pipe, prompt_for(a, relation, b), alpha, rectifier, triplet)
-    judged = [judge_image(im, a, relation, b) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
-    return {"relation": rate(sum(j.verdict == "ARB" for j in judged), n),
-            "swapped": rate(sum(j.verdict == "BRA" for j in judged), n),
-            "objects": rate(sum(j.has_a and j.has_b for j in judged), n)}
-
-
 def summarise(rows: list[dict]) -> list[dict]:
     """Pooled rates per split, variant and alpha, with the worst prompt."""
     out = []
@@ -119,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--alpha", type=float, nargs="+", default=[0.4, 0.8, 1.2])
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=100, help="the generalists' (per-pair rows: the official 100)")
     ap.add_argument("--learning_rate", type=float, default=1e-3, help="the generalists' (per-pair rows use the official recipe)")
     ap.add_argument("--relations_per_step", type=int, default=8)
     ap.add_argument("--direction_weight", type=float, default=1.0)
@@ -169,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             if key in rows:
                 continue
             row = {"split": split, "variant": variant, "alpha": alpha, "prompt": prompt,
-                   **judge_row(pipe, (a, relation, b), alpha, rectifier, triplet, args.samples, args.seed, steps, guidance)}
+                   **judge_prompt(pipe, (a, relation, b), alpha, rectifier, triplet, args.samples, args.seed, steps, guidance)}
             rows[key] = row
             result["rows"] = list(rows.values())
             result["summary"] = summarise(result["rows"])

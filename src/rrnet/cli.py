@@ -6,30 +6,39 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rrnet import validation as check
 from rrnet.errors import RRNetError
-from rrnet.cli_flags import OneLineParser, check_positive as _check_positive, checkpoint_flags as _checkpoint_flags, checkpointing_of as _checkpointing, model_flags as _model_flags
+from rrnet.cli_flags import OneLineParser, check_positive as _check_positive, checkpoint_flags as _checkpoint_flags, checkpointing_of as _checkpointing, default_of as _default_of, model_flags as _model_flags
 from rrnet.interruption import TrainingInterrupted
+
+if TYPE_CHECKING:
+    from rrnet.train import TrainConfig
 
 
 def _train_parser(sub) -> None:
+    from rrnet.train import LR_SCHEDULES, TrainConfig
+
+    def default(name: str):
+        return _default_of(TrainConfig, name)
+
     p = sub.add_parser("train", help="train one rectifier on one relation or many")
-    _model_flags(p)
+    _model_flags(p, TrainConfig)
     _checkpoint_flags(p)
     p.add_argument("--data", required=True, nargs="+",
                    help="relation folders (official index.json layout) or manifests (.json/.toml), or benchmark "
                         "folders of relation folders: one rectifier learns them all")
-    p.add_argument("--relations_per_step", type=check.int_in(1, 4096), default=8,
+    p.add_argument("--relations_per_step", type=check.int_in(1, 4096), default=default("relations_per_step"),
                    help="with several relations: how many share one optimiser step (one UNet batch; lower it if memory runs out)")
-    p.add_argument("--epochs", type=check.positive_int, default=100)
-    p.add_argument("--learning_rate", type=check.positive_float, default=3e-4)
-    p.add_argument("--weight_decay", type=check.non_negative_float, default=0.01)
-    p.add_argument("--positive_weight", type=check.non_negative_float, default=10.0)
-    p.add_argument("--negative_weight", type=check.non_negative_float, default=2.0)
+    p.add_argument("--epochs", type=check.positive_int, default=default("epochs"))
+    p.add_argument("--learning_rate", type=check.positive_float, default=default("learning_rate"))
+    p.add_argument("--weight_decay", type=check.non_negative_float, default=default("weight_decay"))
+    p.add_argument("--positive_weight", type=check.non_negative_float, default=default("positive_weight"))
+    p.add_argument("--negative_weight", type=check.non_negative_float, default=default("negative_weight"))
     p.add_argument("--no_negative", action="store_true", help="drop the negative (swapped-image) loss")
     p.add_argument("--no_disentangle", action="store_true", help="drop object-node disentanglement (only the ARB/BRA step)")
-    p.add_argument("--disentangle_noise", type=check.non_negative_float, default=0.05, help="std of the noise on the object-sentence delta")
+    p.add_argument("--disentangle_noise", type=check.non_negative_float, default=default("disentangle_noise"), help="std of the noise on the object-sentence delta")
     p.add_argument("--no_hgcn", action="store_true",
                    help="ablation: a learned free vector per prompt instead of the graph network")
     p.add_argument("--antisymmetric", action="store_true",
@@ -38,19 +47,19 @@ def _train_parser(sub) -> None:
     p.add_argument("--direction_pairs", default=None, metavar="FILE",
                    help="'prompt | swapped prompt' lines the text encoder already tells apart: their EOT difference "
                         "teaches the direction edit without images (see rrnet.direction_targets)")
-    p.add_argument("--direction_weight", type=check.non_negative_float, default=1.0)
+    p.add_argument("--direction_weight", type=check.non_negative_float, default=default("direction_weight"))
     p.add_argument("--edit_after_eot", action="store_true",
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
     recipe = p.add_argument_group("recipe options beyond the paper's (defaults: the paper's)")
-    recipe.add_argument("--timesteps_per_step", type=check.int_in(1, 256), default=1,
+    recipe.add_argument("--timesteps_per_step", type=check.int_in(1, 256), default=default("timesteps_per_step"),
                         help="noise draws and timesteps per side in one pair step, in one batched UNet call")
-    recipe.add_argument("--lr_schedule", choices=["constant", "cosine"], default="constant",
+    recipe.add_argument("--lr_schedule", choices=list(LR_SCHEDULES), default=default("lr_schedule"),
                         help="learning rate over the run (diffusers' schedules), after --warmup_steps")
-    recipe.add_argument("--warmup_steps", type=check.int_in(0, 10**9), default=0)
-    p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=512)
-    p.add_argument("--heads", type=check.int_in(1, 64), default=2)
-    p.add_argument("--num_layers", type=check.int_in(1, 64), default=2)
+    recipe.add_argument("--warmup_steps", type=check.int_in(0, 10**9), default=default("warmup_steps"))
+    p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=default("hidden"))
+    p.add_argument("--heads", type=check.int_in(1, 64), default=default("heads"))
+    p.add_argument("--num_layers", type=check.int_in(1, 64), default=default("num_layers"))
     speed = p.add_argument_group("speed and memory (results are the same either way)")
     speed.add_argument("--gradient_checkpointing", action="store_true", help="recompute UNet activations in backward")
     speed.add_argument("--compile_unet", action="store_true", help="torch.compile the frozen UNet")
@@ -60,16 +69,18 @@ def _train_parser(sub) -> None:
 
 
 def _generate_parser(sub) -> None:
+    from rrnet.generate import GenerationSettings
+
     p = sub.add_parser("generate", help="generate images with (or without) a rectifier")
-    _model_flags(p)
+    _model_flags(p, GenerationSettings)
     p.add_argument("--rectifier", default=None, help="rectifier folder from `rrnet train` (omit for the base model)")
     p.add_argument("--prompt", nargs="+", default=None, help="one prompt or a pair (default: the rectifier's pair)")
     p.add_argument("--triplet", nargs=3, metavar=("A", "R", "B"), default=None,
                    help="the words to rectify (default: read from each prompt by the rectifier's relation phrases)")
     p.add_argument("--strict", action="store_true",
                    help="refuse a prompt with no relation the rectifier knows (default: keep its base embedding)")
-    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
-    p.add_argument("--num_images", type=check.int_in(1, 100_000), default=4)
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(_default_of(GenerationSettings, "alphas")))
+    p.add_argument("--num_images", type=check.int_in(1, 100_000), default=_default_of(GenerationSettings, "num_images"))
     p.add_argument("--steps", type=check.int_in(1, 10_000), default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
     p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
@@ -105,6 +116,9 @@ def _world_parser(sub) -> None:
                    help="an explicit pair on an axis (x or y) instead of --splits; repeatable")
     m.add_argument("--relations", nargs="+", default=None, metavar="PHRASE",
                    help="relation phrases per pair, each pair taking those of its axis (default: all four)")
+    m.add_argument("--scenes", nargs="?", const="also", default=None, choices=["also", "only"],
+                   help="also (or, with 'only', instead) write two-relation scene folders built from the chosen pairs: "
+                        "a vertical and a horizontal pair sharing one object, in each phrase combination of --relations")
     m.add_argument("--unseen_dir", default=None, help="also write the --unseen_splits pairs here")
     m.add_argument("--unseen_splits", nargs="+", default=["heldout", "control"], metavar="SPLIT")
     m.add_argument("--num_images", "--n_images", dest="num_images", type=int, default=5, help="exemplar images per folder")
@@ -115,7 +129,8 @@ def _world_parser(sub) -> None:
 
 
 def _world_benchmark(args) -> None:
-    from rrnet.world.benchmark import pair_relations, split_pairs, write_reference_scenes, write_world_benchmark
+    from rrnet.world.benchmark import (pair_relations, scene_relations, split_pairs, write_reference_scenes,
+                                       write_world_benchmark)
     from rrnet.world.recipe import AXES, WorldRecipe
     from rrnet.world.record import load_recipe, shipped_backbone
 
@@ -129,9 +144,14 @@ def _world_benchmark(args) -> None:
         pairs = [tuple(p) for p in args.pair]
     else:
         pairs = split_pairs(recipe, args.splits)
-    relations = pair_relations(pairs, args.relations)
-    write_world_benchmark(args.output_dir, relations, n_images=args.num_images, seed=args.seed)
-    print(f"{len(relations)} relation folders written to {args.output_dir}")
+    relations = [] if args.scenes == "only" else pair_relations(pairs, args.relations)
+    scenes = scene_relations(pairs, args.relations) if args.scenes else []
+    if args.scenes and not scenes:
+        raise RRNetError("no two-relation scene in the chosen pairs: --scenes needs a vertical and a horizontal pair "
+                         "sharing one object, and --relations phrases on both axes")
+    write_world_benchmark(args.output_dir, [*relations, *scenes], n_images=args.num_images, seed=args.seed)
+    print(f"{len(relations)} relation folders" + (f" and {len(scenes)} scene folders" if args.scenes else "")
+          + f" written to {args.output_dir}")
     if args.unseen_dir:
         unseen = pair_relations(split_pairs(recipe, args.unseen_splits), args.relations)
         write_world_benchmark(args.unseen_dir, unseen, n_images=args.num_images, seed=args.seed)
@@ -187,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rrnet.demo import add_demo_parser
 
     add_demo_parser(sub)
+    from rrnet.serve import add_serve_parser
+
+    add_serve_parser(sub)
     _world_parser(sub)
     from rrnet.eval.cli import add_evaluate_parser
     from rrnet.experiment import add_experiment_parser
@@ -201,21 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_train(args) -> None:
-    from rrnet.backbones.loading import load_pipeline
-    from rrnet.data import load_relations
-    from rrnet.train import TrainConfig, check_relation_set, train_rectifier
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` the `train` flags describe (a `--no_X` flag turns off a default that is on)."""
+    from rrnet.train import TrainConfig
 
-    from rrnet.locking import folder_lock
-    from rrnet.resume import check_output_folder
-    from rrnet.train import rectifier_finished
-
-    check.check_run(args)
-    specs = load_relations(args.data)
-    objects = sorted({word for spec in specs for word in (spec.object_a, spec.object_b)})
-    check.check_prompts(args.model, specs, tuple(f"this is a photo of {word}" for word in objects))
-    checkpointing = _checkpointing(args)
-    config = TrainConfig(
+    return TrainConfig(
         epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         positive_weight=args.positive_weight, negative_weight=args.negative_weight,
         negative=not args.no_negative, disentangle=not args.no_disentangle,
@@ -228,6 +241,25 @@ def run_train(args) -> None:
         antisymmetric=args.antisymmetric, direction_weight=args.direction_weight,
         timesteps_per_step=args.timesteps_per_step, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
     )
+
+
+def run_train(args) -> None:
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.data import load_relations
+    from rrnet.train import check_relation_set, train_rectifier
+
+    from rrnet.locking import folder_lock
+    from rrnet.resume import check_output_folder
+    from rrnet.train import rectifier_finished
+
+    check.check_run(args)
+    specs = load_relations(args.data)
+    triplets = [t for spec in specs  # a scene folder (several relations in one prompt) lists its relations
+                for t in getattr(spec, "relations", None) or [(spec.object_a, spec.relation, spec.object_b)]]
+    objects = sorted({word for a, _, b in triplets for word in (a, b)})
+    check.check_prompts(args.model, specs, tuple(f"this is a photo of {word}" for word in objects))
+    checkpointing = _checkpointing(args)
+    config = train_config_from_args(args)
     direction_pairs = None
     if args.direction_pairs:
         from rrnet.direction_targets import pair_triplet, read_prompt_pairs
@@ -328,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             from rrnet.demo import run_demo
 
             run_demo(args)
+        elif args.command == "serve":
+            from rrnet.serve import run_serve
+
+            run_serve(args)
         elif args.command == "analyze":
             from rrnet.analysis.cli import run_analyze
 

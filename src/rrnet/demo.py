@@ -28,14 +28,17 @@ DEMO_ALPHAS = (0.4, 0.8, 1.2)
 
 
 def add_demo_parser(sub) -> None:
+    from rrnet.cli_flags import default_of
+
     p = sub.add_parser("demo", help="rectify a mini-world relation on the CPU and measure it (minutes)")
     p.add_argument("--output_dir", default="outputs/demo")
     p.add_argument("--model", default=None, help="mini-world backbone folder (default: the shipped one)")
     p.add_argument("--quick", action="store_true", help="few epochs and samples (smoke test)")
     p.add_argument("--samples", type=check.positive_int, default=None, help="images per prompt and setting (default 100; quick 8)")
-    p.add_argument("--epochs", type=check.positive_int, default=None, help="rectifier epochs (default 100; quick 3)")
+    p.add_argument("--epochs", type=check.positive_int, default=None,
+                   help=f"rectifier epochs (default {default_of(TrainConfig, 'epochs')}; quick 3)")
     p.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(DEMO_ALPHAS))
-    p.add_argument("--seed", type=check.seed, default=0)
+    p.add_argument("--seed", type=check.seed, default=default_of(TrainConfig, "seed"))
     p.add_argument("--no_progress", action="store_true")
 
 
@@ -46,11 +49,26 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def train_demo_rectifier(pipe, model_dir: str | Path, out: str | Path, epochs: int, seed: int = 0,
+                         progress: bool = True) -> list[dict]:
+    """Write the demo relation's exemplars to OUT/data and train a rectifier on them into
+    OUT/rectifier; returns the per-epoch log. `rrnet demo` and `rrnet serve` share this recipe,
+    so the web demo's default rectifier is the one the demo measures."""
+    from rrnet.world.exemplars import write_relation_folder
+
+    out = Path(out)
+    a, rel, b = DEMO_TRIPLET
+    data_dir = write_relation_folder(out / "data", a, rel, b, n_images=5, size=32, seed=seed)
+    spec = load_relation(data_dir)
+    _, history = train_rectifier(pipe, spec, TrainConfig(epochs=epochs, seed=seed), out / "rectifier",
+                                 model_id=str(model_dir), progress=progress)
+    return history
+
+
 def run_demo(args: argparse.Namespace) -> None:
     from rrnet.rectifier import RelationRectifier
     from rrnet.world.record import shipped_backbone, world_sampling
     from rrnet.world.evaluate import score_prompt
-    from rrnet.world.exemplars import write_relation_folder
 
     check.check_output_dir(args.output_dir)
     model_dir = Path(args.model) if args.model else shipped_backbone()
@@ -61,17 +79,14 @@ def run_demo(args: argparse.Namespace) -> None:
         raise RRNetError(f"{model_dir}: not a mini-world backbone (no world.json with sampling settings)")
     out = Path(args.output_dir)
     samples = args.samples or (8 if args.quick else 100)
-    epochs = args.epochs or (3 if args.quick else 100)
+    epochs = args.epochs or (3 if args.quick else TrainConfig().epochs)
     progress = not args.no_progress
     a, rel, b = DEMO_TRIPLET
 
     print(f"rrnet demo: mini world, relation {a!r} {rel!r} {b!r}; {samples} samples per prompt and setting")
-    data_dir = write_relation_folder(out / "data", a, rel, b, n_images=5, size=32, seed=args.seed)
-    spec = load_relation(data_dir)
     pipe = load_pipeline(str(model_dir), device="cpu", progress=progress)
     pipe.set_progress_bar_config(disable=True)
-    _, history = train_rectifier(pipe, spec, TrainConfig(epochs=epochs, seed=args.seed), out / "rectifier",
-                                 model_id=str(model_dir), progress=progress)
+    history = train_demo_rectifier(pipe, model_dir, out, epochs, seed=args.seed, progress=progress)
     rectifier = RelationRectifier.from_pretrained(out / "rectifier")
 
     settings = [None, *args.alpha]

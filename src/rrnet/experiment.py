@@ -31,7 +31,7 @@ from rrnet.data import RelationSpec, find_relations
 from rrnet.errors import DataError, RRNetError
 from rrnet.eval.judges.base import Judge
 from rrnet.eval.report import table_markdown
-from rrnet.eval.runner import DATASET, EvalSettings, FIDOptions, check_inputs, dataset_row, evaluate
+from rrnet.eval.runner import DATASET, PAPER_ALPHAS, EvalSettings, FIDOptions, check_inputs, dataset_row, evaluate
 from rrnet.interruption import TrainingInterrupted
 from rrnet.locking import folder_lock
 from rrnet.train import TrainConfig
@@ -71,7 +71,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     baseline_epochs: int | None = None  # None: the same epochs as RRNet
     variants: tuple[str, ...] = VARIANTS
-    alphas: tuple[float, ...] = (0.2, 0.4, 0.6, 1.0)
+    alphas: tuple[float, ...] = PAPER_ALPHAS
     ablation_alpha: float = 0.6
     evaluation: EvalSettings = field(default_factory=EvalSettings)
 
@@ -312,20 +312,25 @@ def evaluate_unseen(pipe_getter, model_id: str, specs: Sequence[RelationSpec], u
 
 
 def add_experiment_parser(sub) -> None:
+    """`rrnet experiment`; defaults are `ExperimentConfig`'s, its `TrainConfig`'s and `EvalSettings`'."""
     from rrnet import validation as check
+    from rrnet.cli_flags import default_of
     from rrnet.eval.cli import add_judge_flags, add_sampling_flags
 
     p = sub.add_parser("experiment", help="train RRNet, ablations and baselines per relation, evaluate all, report")
     p.add_argument("--pretrained_model_name_or_path", "--model", dest="model", required=True)
     p.add_argument("--benchmark", required=True, help="folder of relation folders")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--epochs", type=check.positive_int, default=100, help="RRNet and ablation epochs")
-    p.add_argument("--baseline_epochs", type=check.positive_int, default=None, help="baseline epochs (default: --epochs)")
-    p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=512)
-    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.2, 0.4, 0.6, 1.0],
+    p.add_argument("--variants", nargs="+", default=list(default_of(ExperimentConfig, "variants")),
+                   choices=list(VARIANTS))
+    p.add_argument("--epochs", type=check.positive_int, default=default_of(TrainConfig, "epochs"),
+                   help="RRNet and ablation epochs")
+    p.add_argument("--baseline_epochs", type=check.positive_int, default=default_of(ExperimentConfig, "baseline_epochs"),
+                   help="baseline epochs (default: --epochs)")
+    p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=default_of(TrainConfig, "hidden"))
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(default_of(ExperimentConfig, "alphas")),
                    help="RRNet weights to evaluate")
-    p.add_argument("--ablation_alpha", type=check.finite_float, default=0.6,
+    p.add_argument("--ablation_alpha", type=check.finite_float, default=default_of(ExperimentConfig, "ablation_alpha"),
                    help="the weight at which ablations are compared")
     p.add_argument("--unseen", default=None, help="benchmark folder of unseen object pairs (Sec. 4.4)")
     p.add_argument("--transfer_from", default=None, help="trained relation whose rectifier is transferred (default: the first)")
@@ -336,22 +341,24 @@ def add_experiment_parser(sub) -> None:
     p.add_argument("--no_progress", action="store_true")
 
 
-def run_experiment_cli(args) -> None:
-    from rrnet import validation as check
-    from rrnet.backbones.loading import default_device
-    from rrnet.eval.cli import (
-        fid_options,
-        judges_from_args,
-        pipe_loader,
-        settings_from_args,
-    )
+def experiment_config_from_args(args) -> ExperimentConfig:
+    """The `ExperimentConfig` the flags describe (sampling defaults the model leaves open filled in)."""
+    from rrnet.eval.cli import settings_from_args
 
-    check.check_run(args)
-    config = ExperimentConfig(
+    return ExperimentConfig(
         train=TrainConfig(epochs=args.epochs, seed=args.seed, hidden=args.hidden_size, resolution=args.resolution),
         baseline_epochs=args.baseline_epochs, variants=tuple(args.variants), alphas=tuple(args.alpha),
         ablation_alpha=args.ablation_alpha, evaluation=settings_from_args(args),
     )
+
+
+def run_experiment_cli(args) -> None:
+    from rrnet import validation as check
+    from rrnet.backbones.loading import default_device
+    from rrnet.eval.cli import fid_options, judges_from_args, pipe_loader
+
+    check.check_run(args)
+    config = experiment_config_from_args(args)
     fid = fid_options(args, args.device or default_device())
     run_experiment(pipe_loader(args), args.model, args.benchmark, args.output_dir, judges_from_args(args), config,
                    unseen=args.unseen, transfer_from=args.transfer_from, fid=fid, progress=not args.no_progress)

@@ -46,15 +46,23 @@ def words(text: str) -> list[str]:
 
 
 def phrase_between(prompt: str, object_a: str, object_b: str) -> str | None:
-    """The words between A and B in `prompt` without trailing articles ("is placed on"), or None."""
+    """The words between A and B in `prompt` without trailing articles ("is placed on"), or None.
+
+    When A is named more than once (a prompt stating several relations: "a red circle above a blue
+    square and the red circle left of a green triangle"), the closest A before B is taken, so the
+    phrase is the relation's own words and never spans another clause."""
     w, a, b = words(prompt), words(object_a), words(object_b)
+    middle = None
     start = _find(w, a, 0)
-    if start is None:
+    while start is not None:
+        end = _find(w, b, start + len(a))
+        if end is None:
+            break
+        if middle is None or end - start - len(a) < len(middle):
+            middle = w[start + len(a):end]
+        start = _find(w, a, start + 1)
+    if middle is None:
         return None
-    end = _find(w, b, start + len(a))
-    if end is None:
-        return None
-    middle = w[start + len(a):end]
     while middle and middle[-1] in DETERMINERS:
         middle = middle[:-1]
     return " ".join(middle) or None

@@ -22,6 +22,8 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from rrnet.backbone_state import backbone_modules, freeze, is_checkpointing, preserved_flags, preserved_unet_switches
+from rrnet.backbones.denoising import default_resolution, latent_distribution, unet_predict
+from rrnet.backbones.loading import model_key
 from rrnet.data import RelationSpec, load_images
 from rrnet.direction_targets import DirectionTargets, direction_loss, prepare_direction_targets
 from rrnet.errors import CheckpointError, RRNetError
@@ -150,24 +152,6 @@ class PreparedRelation:
         self.batched = batch_graphs(self.graphs)
 
 
-def default_resolution(pipe) -> int:
-    """The resolution the UNet was built for (sample_size x VAE scale factor)."""
-    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-
-
-@torch.no_grad()
-def latent_distribution(pipe, images: torch.Tensor, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """VAE posterior mean and std of each image, scaled by the VAE's scaling factor."""
-    vae = pipe.vae
-    means, stds = [], []
-    for part in images.split(chunk):
-        dist = vae.encode(part.to(vae.device, vae.dtype)).latent_dist
-        means.append(dist.mean.float())
-        stds.append(dist.std.float())
-    scale = vae.config.scaling_factor
-    return torch.cat(means) * scale, torch.cat(stds) * scale
-
-
 def encode_sentences(pipe, rectifier: RelationRectifier, triplet: Triplet, sentences: dict[str, str]):
     """Text-encoder outputs of the four sentences and the A-R-B / B-R-A graphs built from them."""
     encoded = {k: encode_prompt(pipe, s) for k, s in sentences.items()}
@@ -265,13 +249,6 @@ def exemplar_latent(pipe, side: Side, index: int, generator: torch.Generator) ->
         mean, std = (x[0] for x in latent_distribution(pipe, side.images[index : index + 1]))
     eps = torch.randn(mean.shape, generator=generator)
     return mean + std * eps.to(std.device)
-
-
-def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """Frozen UNet forward in its own dtype; the prediction comes back in fp32 for the loss."""
-    unet = pipe.unet
-    out = unet(latents.to(unet.dtype), timesteps, encoder_hidden_states=embeds.to(unet.dtype)).sample
-    return out.float()
 
 
 def negative_latents(own: torch.Tensor) -> torch.Tensor:
@@ -442,12 +419,6 @@ def discard_rectifier(output_dir: str | Path) -> None:
         (Path(output_dir) / name).unlink(missing_ok=True)
 
 
-def _model_key(model_id: str | None) -> str | None:
-    if model_id is not None and Path(model_id).exists():
-        return str(Path(model_id).resolve())
-    return model_id
-
-
 def run_identity(pipe, specs: Sequence[RelationSpec], config: TrainConfig, model_id: str | None) -> dict:
     """What a checkpoint must agree with to be resumed: recipe, relations and their images, model."""
     def relation(spec) -> dict:
@@ -464,7 +435,7 @@ def run_identity(pipe, specs: Sequence[RelationSpec], config: TrainConfig, model
         "kind": "rrnet-rectifier",
         "config": {k: v for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE},
         "relations": [relation(spec) for spec in specs],
-        "model": _model_key(model_id),
+        "model": model_key(model_id),
         "dtype": str(pipe.unet.dtype),
     }
 

@@ -219,9 +219,15 @@ def _check_prompts(tokenizer, specs, sentences) -> None:
     from rrnet.tokens import tokenize_prompt, word_positions
 
     for spec in specs:
-        for prompt in (spec.prompt, spec.swapped_prompt):
+        if hasattr(spec, "relations"):  # a prompt stating several relations (rrnet.data.scenes.SceneSpec)
+            prompts = (spec.prompt, *spec.swapped_prompts)
+            words = tuple(dict.fromkeys(word for triplet in spec.relations for word in triplet))
+        else:
+            prompts = (spec.prompt, spec.swapped_prompt)
+            words = (spec.object_a, spec.relation, spec.object_b)
+        for prompt in prompts:
             tokens = tokenize_prompt(tokenizer, prompt)
-            for word in (spec.object_a, spec.relation, spec.object_b):
+            for word in words:
                 word_positions(tokenizer, tokens, word)
     for sentence in sentences:
         tokenize_prompt(tokenizer, sentence)

@@ -17,7 +17,10 @@ MASK_MODE_HELP = ("eot: the first EOT position (the vector RRNet edits); eot_and
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num_images", type=check.positive_int, default=4, help="images per prompt and variant (image k uses seed + k)")
+    from rrnet.cli_flags import default_of
+    from rrnet.generate import GenerationSettings
+
+    p.add_argument("--num_images", type=check.positive_int, default=default_of(GenerationSettings, "num_images"), help="images per prompt and variant (image k uses seed + k)")
     p.add_argument("--steps", type=check.positive_int, default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
     p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
@@ -28,7 +31,11 @@ def _triplet_flag(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_analyze_parser(sub) -> None:
     """Add `rrnet analyze {osp,mask-eot,swap-eot,alpha-sweep}` to the `rrnet` subparsers."""
-    from rrnet.cli_flags import model_flags as _model_flags
+    from rrnet.cli_flags import default_of, model_flags
+    from rrnet.generate import GenerationSettings
+
+    def _model_flags(parser: argparse.ArgumentParser) -> None:
+        model_flags(parser, GenerationSettings)
 
     p = sub.add_parser("analyze", help="the paper's analyses: OSP EOT cosine, EOT masking / swapping, alpha sweeps")
     analyses = p.add_subparsers(dest="analyze_command", required=True)
@@ -58,7 +65,7 @@ def add_analyze_parser(sub) -> None:
     a = analyses.add_parser("alpha-sweep", help="a grid of the same seeds at increasing alpha (Fig. 4)")
     _model_flags(a)
     a.add_argument("--rectifier", required=True)
-    a.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
+    a.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(default_of(GenerationSettings, "alphas")))
     a.add_argument("--prompt", nargs="+", default=None, help="prompts (default: the rectifier's pair)")
     _sampling_flags(a)
     _triplet_flag(a, "the words to rectify when the prompts are not the trained relation (also: judge mini-world images)")

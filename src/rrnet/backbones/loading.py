@@ -15,6 +15,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def model_key(model_id: str | None) -> str | None:
+    """A model as a run's identity records it: a local folder by its resolved path (so a resumed
+    run finds it from any working directory), a hub id as given."""
+    if model_id is not None and Path(model_id).exists():
+        return str(Path(model_id).resolve())
+    return model_id
+
+
 def load_pipeline(model: str, device: str | None = None, mixed_precision: str = "no", progress: bool = True):
     """`StableDiffusionPipeline.from_pretrained` (hub id or local folder) on `device`.
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from rrnet.atomic import atomic_write_text
+from rrnet.backbones.denoising import default_resolution
 from rrnet.baselines.config import BaselineConfig
 from rrnet.data import RelationSpec
 from rrnet.errors import CheckpointError
-from rrnet.train import default_resolution
 
 RECORD_NAME = "baseline.json"
 FORMAT = "rrnet-baseline"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from rrnet.backbones.denoising import default_resolution, latent_distribution
 from rrnet.baselines.config import BaselineConfig
 from rrnet.data import RelationSpec, load_images
-from rrnet.train import default_resolution, latent_distribution
 
 
 @dataclass

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rrnet.backbones.denoising import unet_predict
+from rrnet.backbones.loading import model_key
 from rrnet.baselines.checkpoint import RECORD_NAME, discard_record
 from rrnet.baselines.config import BaselineConfig
 from rrnet.baselines.exemplars import Exemplar
@@ -29,7 +31,6 @@ from rrnet.losses import denoising_target, sample_timestep
 from rrnet.mixed_precision import backward_and_step, gradient_scaler
 from rrnet.resume import Checkpointer, Checkpointing, RunLog, images_digest, start_output, stop_requests, training_rng
 from rrnet.tokens import tokenize_prompt
-from rrnet.train import unet_predict
 
 Encoder = Callable[[list[str]], torch.Tensor]
 """Texts -> prompt embeddings (B, L, D), with gradients into whatever is being trained."""
@@ -66,14 +67,12 @@ def baseline_identity(kind: str, pipe, spec: RelationSpec, config: BaselineConfi
     """What a baseline checkpoint must agree with to be resumed: settings, relation, images, model."""
     from dataclasses import asdict
 
-    from rrnet.train import _model_key
-
     images = [*spec.images_prompt, *spec.images_swapped]
     settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
     return {"kind": f"baseline-{kind}", "config": {**settings, "learning_rate": config.rate(kind)},
             "relation": {"words": [spec.object_a, spec.relation, spec.object_b],
                          "prompts": [spec.prompt, spec.swapped_prompt], "images": images_digest(images)},
-            "model": _model_key(model_id), "dtype": str(pipe.unet.dtype)}
+            "model": model_key(model_id), "dtype": str(pipe.unet.dtype)}
 
 
 def fit(

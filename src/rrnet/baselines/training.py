@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 
 def _trainers() -> dict[str, Callable[..., tuple[Any, list[dict]]]]:
-    from rrnet.baselines.lora import train_lora
-    from rrnet.baselines.personalized import train_personalized
-    from rrnet.baselines.textual_inversion import train_textual_inversion
+    from rrnet.baselines.lora_training import train_lora
+    from rrnet.baselines.personalized_training import train_personalized
+    from rrnet.baselines.textual_inversion_training import train_textual_inversion
 
     return {"personalized": train_personalized, "textual_inversion": train_textual_inversion, "lora": train_lora}
 

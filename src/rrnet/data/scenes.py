@@ -46,6 +46,15 @@ class SceneSpec:
     def object_images(self, name: str) -> tuple[Path, ...]:
         return dict(self.images_objects)[name]
 
+    def prompt_relations(self) -> tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...]:
+        """Every prompt the folder records, with the relations it states: the prompt itself, then
+        per relation k the prompt with relation k's objects swapped (B R A in place of A R B)."""
+        out = [(self.prompt, self.relations)]
+        for k, text in enumerate(self.swapped_prompts):
+            a, relation, b = self.relations[k]
+            out.append((text, (*self.relations[:k], (b, relation, a), *self.relations[k + 1:])))
+        return tuple(out)
+
 
 def is_scene_index(path: Path) -> bool:
     """Whether an index.json describes several relations (it names them under "relations")."""

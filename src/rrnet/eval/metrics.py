@@ -1,4 +1,6 @@
-"""Counting judged images into the paper's numbers: relation accuracy and OGA, with 95% intervals.
+"""Counting judged images into the paper's numbers: relation accuracy and OGA, with 95% intervals;
+and, for prompts stating several relations (scenes), the all-relations-correct rate, per-relation
+accuracy and object accuracy.
 
 Relation accuracy is the fraction of images with both objects present and the relation drawn the
 prompt's way round (the same definition under every judge, `JudgeResult.correct`); Object
@@ -9,11 +11,11 @@ cannot answer lowers accuracy rather than being quietly dropped, and their count
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rrnet.eval.judges.base import JudgeResult
+from rrnet.eval.judges.base import SCENE_OUTCOMES, JudgeResult, SceneResult
 from rrnet.eval.stats import wilson_interval
 
 POSITION, ACTION = "position", "action"
@@ -91,3 +93,73 @@ def summarize(per_relation: dict[str, Tally], categories: dict[str, str], confid
         "categories": {cat: counts.summary(confidence) for cat, counts in sorted(by_category.items())},
         "relations": {name: counts.summary(confidence) for name, counts in per_relation.items()},
     }
+
+
+@dataclass
+class SceneTally:
+    """Counts of judged images of prompts stating several relations; `+` pools prompts and scenes.
+
+    `n` counts images, `relation_verdicts` counts relations judged (each relation of each image
+    once), so per-relation accuracy is `relations_correct / relation_verdicts`. Its Wilson interval treats the
+    relations of one image as separate trials; they share an image, so the interval is a little
+    narrower than an image-level one. An image is all-correct only when every relation is correct,
+    which implies every object was found.
+    """
+
+    n: int = 0
+    all_correct: int = 0
+    objects: int = 0
+    relation_verdicts: int = 0
+    relations_correct: int = 0
+    swapped: int = 0
+    neither: int = 0
+    missing: int = 0
+    unreadable: int = 0
+
+    def add(self, result: SceneResult) -> None:
+        self.n += 1
+        self.all_correct += result.all_correct
+        self.objects += bool(result.objects_found)
+        self.relation_verdicts += len(result.outcomes)
+        for outcome in result.outcomes:
+            self.relations_correct += outcome == "correct"
+            self.swapped += outcome == "swapped"
+            self.neither += outcome == "neither"
+            self.missing += outcome == "missing"
+            self.unreadable += outcome == "unreadable"
+
+    def __add__(self, other: SceneTally) -> SceneTally:
+        return SceneTally(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def summary(self, confidence: float = 0.95) -> dict[str, Any]:
+        """Counts, the three rates and their Wilson intervals; rates are None when nothing was judged."""
+        def rate(k: int, n: int) -> tuple[float | None, list[float] | None]:
+            return (k / n, list(wilson_interval(k, n, confidence))) if n else (None, None)
+
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, k, n in (("all_correct_rate", self.all_correct, self.n),
+                          ("relation_accuracy", self.relations_correct, self.relation_verdicts),
+                          ("object_accuracy", self.objects, self.n)):
+            out[key], out[f"{key}_ci"] = rate(k, n)
+        return out
+
+
+def scene_tally(results: Iterable[SceneResult]) -> SceneTally:
+    out = SceneTally()
+    for result in results:
+        out.add(result)
+    return out
+
+
+def scene_relation_counts(relations: Sequence[Sequence[str]], results: Sequence[SceneResult],
+                          confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per relation of one prompt (in prompt order): its outcome counts and accuracy with interval,
+    so a prompt whose pooled numbers look fine still shows which of its relations fails."""
+    out = []
+    for k, triplet in enumerate(relations):
+        counts = {outcome: sum(r.outcomes[k] == outcome for r in results) for outcome in SCENE_OUTCOMES}
+        n = len(results)
+        out.append({"relation": list(triplet), "n": n, **counts,
+                    "accuracy": counts["correct"] / n if n else None,
+                    "accuracy_ci": list(wilson_interval(counts["correct"], n, confidence)) if n else None})
+    return out

@@ -1,5 +1,9 @@
 """Evaluation reports: `results.json`, a Table-1-shaped Markdown table, and the alpha trade-off plot.
 
+Benchmarks with scenes (prompts stating several relations) get their own tables: the
+all-relations-correct rate, per-relation accuracy and object accuracy per method setting, per scene
+and per prompt; the one-relation tables are unchanged and shown when the benchmark has relations.
+
 Every number in the table and the plot is read from the results dictionary that is written to
 `results.json`, so the three files cannot disagree.
 """
@@ -88,6 +92,77 @@ def prompts_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def scene_stats(row: dict[str, Any], label: str) -> dict[str, Any]:
+    """The scene numbers of one row under one judge (empty when the judge has none)."""
+    return row["judged"].get(label, {}).get("scenes", {})
+
+
+def scenes_table_markdown(results: dict[str, Any]) -> str:
+    """Rows: methods and alphas; columns per judge: all relations correct, per-relation accuracy and
+    object accuracy over every scene prompt (with intervals); FID when the benchmark has no relations
+    (otherwise it is in the relation table)."""
+    labels = [judge["label"] for judge in results["judges"]]
+    with_fid = not results["relations"]
+    header = ["Method"]
+    for label in labels:
+        header += [f"All correct({label})", f"Per relation({label})", f"Objects({label})"]
+    if with_fid:
+        header.append("FID")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results["rows"]:
+        cells = [row["label"]]
+        for label in labels:
+            overall = scene_stats(row, label).get("overall")
+            cells += [cell(overall, "all_correct_rate"), cell(overall, "relation_accuracy"), cell(overall, "object_accuracy")]
+        if with_fid:
+            cells.append("–" if row["fid"] is None else f"{row['fid']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scenes_detail_markdown(results: dict[str, Any]) -> str:
+    """Per scene (its prompts pooled) the all-correct rate, and per prompt the all-correct rate with
+    each relation's accuracy, one pair of tables per judge: a pooled row can hide a relation that fails."""
+    parts = []
+    rows = results["rows"]
+    for judge in results["judges"]:
+        label = judge["label"]
+        header = ["Scene", "Category"] + [row["label"] for row in rows]
+        lines = [f"All relations correct per scene (its prompts pooled), judge {label} (%):", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for scene in results["scenes"]:
+            cells = [scene["name"], scene["category"]]
+            for row in rows:
+                stats = scene_stats(row, label).get("scenes", {}).get(scene["name"])
+                cells.append(percent(stats["all_correct_rate"]) if stats else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+        header = ["Prompt"] + [row["label"] for row in rows]
+        lines = [f"Per prompt, judge {label} (%): all relations correct, then each relation's accuracy in prompt order:", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for scene in results["scenes"]:
+            for side, prompt in enumerate([scene["prompt"], *scene["swapped_prompts"]]):
+                cells = [prompt]
+                for row in rows:
+                    stats = next((p for p in scene_stats(row, label).get("prompts", [])
+                                  if p["scene"] == scene["name"] and p["side"] == side), None)
+                    cells.append("–" if not stats else f"{percent(stats['all_correct_rate'])} ("
+                                 + ", ".join(percent(r["accuracy"]) for r in stats["per_relation"]) + ")")
+                lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The headline tables: the Table-1 shape for relations, the scene table for scenes."""
+    parts = []
+    if results["relations"] or not results.get("scenes"):
+        parts.append(table_markdown(results))
+    if results.get("scenes"):
+        parts.append(scenes_table_markdown(results))
+    return "\n".join(parts)
+
+
 def report_markdown(results: dict[str, Any]) -> str:
     gen = results["generation"]
     fid = results.get("fid")
@@ -98,15 +173,29 @@ def report_markdown(results: dict[str, Any]) -> str:
     kinds = [(j["label"], j.get("judge", "")) for j in results["judges"]]
     judges = ", ".join(label if kind in ("", label) else f"{label} ({kind})" for label, kind in kinds)
     unreadable = sum(row["judged"][j["label"]]["overall"]["unreadable"] for row in results["rows"] for j in results["judges"])
-    return "\n".join([
+    unreadable += sum(scene_stats(row, j["label"]).get("overall", {}).get("unreadable", 0)
+                      for row in results["rows"] for j in results["judges"])
+    scenes = results.get("scenes") or []
+    members = f"{len(results['relations'])} relations"
+    if scenes:
+        prompts = sum(1 + len(scene["swapped_prompts"]) for scene in scenes)
+        members += f" and {len(scenes)} scenes ({prompts} prompts: each scene's prompt and one per relation swapped)"
+    lines = [
         "# Relation evaluation", "",
-        (f"Model `{results['model']}`, benchmark `{results.get('benchmark')}`: {len(results['relations'])} relations, "
+        (f"Model `{results['model']}`, benchmark `{results.get('benchmark')}`: {members}, "
         f"{gen['num_images']} images per prompt (seeds {gen['seed']}..{gen['seed'] + gen['num_images'] - 1}), "
         f"{gen['steps']} steps, guidance {gen['guidance_scale']:g}. Judges: {judges}."),
         f"Relation accuracy and OGA in %, with {results['interval']} intervals. {fid_line}",
         f"Unreadable judge answers (counted as wrong): {unreadable}.", "",
-        table_markdown(results), relations_markdown(results), prompts_markdown(results),
-    ])
+    ]
+    if results["relations"] or not scenes:
+        lines += [table_markdown(results), relations_markdown(results), prompts_markdown(results)]
+    if scenes:
+        lines += ["## Scenes (prompts stating several relations)", "",
+                  "All correct: every relation of the prompt drawn its way round; per relation: each relation of each "
+                  "image counted on its own; objects: every named object found.", "",
+                  scenes_table_markdown(results), scenes_detail_markdown(results)]
+    return "\n".join(lines)
 
 
 def plot_tradeoff(results: dict[str, Any], path: str | Path) -> Path:
@@ -123,13 +212,18 @@ def plot_tradeoff(results: dict[str, Any], path: str | Path) -> Path:
     styles = ["-", "--", ":", "-."]
     colour = {m: "black" if m == "base" else cycle[k % len(cycle)] for k, m in enumerate(methods)}
     acc_ax = axes[0][0]
+    scenes = bool(results.get("scenes"))
     for j, judge in enumerate(results["judges"]):
         label = judge["label"]
         for method in methods:
             rows = [r for r in results["rows"] if r["method"] == method and label in r["judged"]]
-            values = [(r["setting"], r["judged"][label]["overall"]["relation_accuracy"]) for r in rows]
             name = method if len(results["judges"]) == 1 else f"{method} · {label}"
-            _draw(acc_ax, values, name, colour[method], styles[j % len(styles)])
+            if results["relations"] or not scenes:
+                values = [(r["setting"], r["judged"][label]["overall"]["relation_accuracy"]) for r in rows]
+                _draw(acc_ax, values, name, colour[method], styles[j % len(styles)])
+            if scenes:  # scenes: the all-relations-correct rate, dotted beside the relation line
+                values = [(r["setting"], scene_stats(r, label).get("overall", {}).get("all_correct_rate")) for r in rows]
+                _draw(acc_ax, values, f"{name} · scenes all correct", colour[method], styles[(j + 2) % len(styles)])
     acc_ax.set(xlabel="alpha", ylabel="relation accuracy", ylim=(0, 1.02), title="Relation accuracy vs alpha")
     if has_fid:
         fid_ax = axes[0][1]

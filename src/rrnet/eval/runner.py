@@ -17,6 +17,14 @@ as missing. Verdicts are cached per image content and judge identity, so adding 
 judges only with the new judge. Everything checkable (checkpoints, prompts, judge vocabulary) is
 checked before the first file is written, and the output folder is locked for the run. Each relation is
 evaluated on both of its prompts: "A R B" judged as such, and "B R A" judged with A and B swapped.
+
+A benchmark may also hold scene folders (`rrnet.data.scenes`: one prompt stating several relations).
+A scene is evaluated on every prompt its folder records: the prompt, and per relation the prompt
+with that relation's objects swapped (the scene's analogue of "both directions"); each prompt's
+images are judged against the relations that prompt states, one verdict per relation, by a judge
+with `judge_scene` (the exact judge). Images are sampled, cached and reused exactly as for
+relations, under `images/<method>/<setting>/<scene>/<k>_<prompt slug>/` (k = 0 for the prompt,
+k = j + 1 for relation j swapped).
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from tqdm.auto import tqdm
 
 from rrnet.atomic import atomic_write_text
 from rrnet.data import RelationSpec, save_image_atomic
+from rrnet.data.scenes import SceneSpec
 from rrnet.errors import DataError, RRNetError
 from rrnet.eval import fid as fidlib
-from rrnet.eval.judges.base import Judge, JudgeQuery, JudgeResult
+from rrnet.eval.judges.base import Judge, JudgeQuery, JudgeResult, SceneQuery, SceneResult, judges_scenes
 from rrnet.eval.methods import Method, setting_label
-from rrnet.eval.metrics import CATEGORIES, Tally, infer_category, summarize, tally
+from rrnet.eval.metrics import (CATEGORIES, SceneTally, Tally, infer_category, scene_relation_counts, scene_tally,
+                                summarize, tally)
 from rrnet.generate import GenerationSettings, prompt_folder, sample_images
 from rrnet.locking import folder_lock
 from rrnet.validation import check_prompts
@@ -78,24 +88,38 @@ class EvalSettings:
         return [self.seed + k for k in range(self.num_images)]
 
 
+Item = RelationSpec | SceneSpec  # one member of a benchmark folder
+
+
+def item_prompts(spec: Item) -> list[str]:
+    """The prompts a benchmark member is evaluated on: a relation's prompt and its swap; a scene's
+    prompt and, per relation, the prompt with that relation's objects swapped."""
+    if isinstance(spec, SceneSpec):
+        return [prompt for prompt, _ in spec.prompt_relations()]
+    return [spec.prompt, spec.swapped_prompt]
+
+
 @dataclass(frozen=True)
 class PromptJob:
-    """One prompt of one relation under one method setting: a folder of images."""
+    """One prompt of one relation (or scene) under one method setting: a folder of images."""
 
     method: str
     setting: float | None
-    spec: RelationSpec
-    side: int  # 0: the relation's prompt (A R B); 1: its swapped prompt (B R A)
+    spec: Item
+    side: int  # relation: 0 its prompt (A R B), 1 its swapped prompt (B R A); scene: 0 its prompt, j + 1 relation j swapped
     folder: Path
     sources: tuple[Path, ...] | None = None  # existing images to judge instead of generated ones
 
     @property
     def prompt(self) -> str:
-        return self.spec.prompt if self.side == 0 else self.spec.swapped_prompt
+        return item_prompts(self.spec)[self.side]
 
     @property
-    def query(self) -> JudgeQuery:
+    def query(self) -> JudgeQuery | SceneQuery:
         s = self.spec
+        if isinstance(s, SceneSpec):
+            prompt, relations = s.prompt_relations()[self.side]
+            return SceneQuery(relations, prompt)
         query = JudgeQuery(s.object_a, s.relation, s.object_b, s.prompt, s.swapped_prompt)
         return query if self.side == 0 else query.swapped()
 
@@ -129,15 +153,30 @@ def relation_category(spec: RelationSpec) -> str:
     return category
 
 
+def scene_category(spec: SceneSpec) -> str:
+    """The scene's own category when given, else its relations' common category ("mixed" if they differ)."""
+    if spec.category is not None:
+        category = spec.category.strip().lower()
+        if category not in CATEGORIES:
+            raise DataError(f"{spec.source}: category must be one of {list(CATEGORIES)}, got {spec.category!r}")
+        return category
+    found = {infer_category(relation) for _, relation, _ in spec.relations}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
 DATASET = "dataset"
 
 
-def dataset_row(specs: Sequence[RelationSpec], output_dir: Path) -> Row:
+def dataset_row(specs: Sequence[Item], output_dir: Path) -> Row:
     """The exemplar images themselves, judged like generated ones (the paper's "RR Dataset" line):
     how often the judge agrees with images that show the relation by construction."""
     row = Row(DATASET, None)
     for spec in specs:
-        for side, (prompt, images) in enumerate(((spec.prompt, spec.images_prompt), (spec.swapped_prompt, spec.images_swapped))):
+        if isinstance(spec, SceneSpec):
+            sources = (spec.images_prompt, *spec.images_swapped)
+        else:
+            sources = (spec.images_prompt, spec.images_swapped)
+        for side, (prompt, images) in enumerate(zip(item_prompts(spec), sources, strict=True)):
             folder = output_dir / DATASET / spec.name / prompt_folder(side, prompt)
             row.jobs.append(PromptJob(DATASET, None, spec, side, folder, tuple(images)))
     return row
@@ -158,7 +197,7 @@ def reuse_base_images(rows: Sequence[Row], n: int) -> None:
             row.reuses = base.label
 
 
-def plan(specs: Sequence[RelationSpec], methods: Sequence[Method], output_dir: Path) -> list[Row]:
+def plan(specs: Sequence[Item], methods: Sequence[Method], output_dir: Path) -> list[Row]:
     """Rows (method x setting) with their prompt folders, in a stable order."""
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
@@ -172,7 +211,7 @@ def plan(specs: Sequence[RelationSpec], methods: Sequence[Method], output_dir: P
             row = Row(method.name, setting)
             base = output_dir / "images" / method.name / setting_label(setting)
             for spec in specs:
-                for side, prompt in enumerate((spec.prompt, spec.swapped_prompt)):
+                for side, prompt in enumerate(item_prompts(spec)):
                     row.jobs.append(PromptJob(method.name, setting, spec, side, base / spec.name / prompt_folder(side, prompt)))
             rows.append(row)
     return rows
@@ -356,8 +395,10 @@ def _load_cache(path: Path) -> dict[str, Any]:
         return {}  # a damaged cache is re-judged, never trusted
 
 
-def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> list[JudgeResult]:
-    """Verdicts for the job's first `n` images, reusing cached ones whose image bytes are unchanged."""
+def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> list[JudgeResult] | list[SceneResult]:
+    """Verdicts for the job's first `n` images, reusing cached ones whose image bytes are unchanged
+    (for a scene's prompt: one verdict per relation of each image)."""
+    scene = isinstance(job.query, SceneQuery)
     key = judge_key(judge)
     job.folder.mkdir(parents=True, exist_ok=True)
     cache_path = job.folder / f"judgement-{key}.json"
@@ -377,22 +418,25 @@ def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> lis
                     images.append(im.convert("RGB"))
             except Exception as exc:  # PIL raises many unrelated types for broken files
                 raise DataError(f"{p}: not a readable image ({' '.join(str(exc).split())[:120]})") from None
-        results = judge.judge(images, job.query)
+        results = judge.judge_scene(images, job.query) if scene else judge.judge(images, job.query)
         for p, result in zip(chunk, results, strict=True):
             cache[p.name] = {"sha1": hashes[p.name], **result.to_dict()}
         payload = {"judge": judge.describe(), "query": asdict(job.query), "results": cache}
         atomic_write_text(cache_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    parse = SceneResult.from_dict if scene else JudgeResult.from_dict
     out = []
     for p in paths:
         entry = {k: v for k, v in cache[p.name].items() if k != "sha1"}
-        out.append(JudgeResult.from_dict(entry))
+        out.append(parse(entry))
     return out
 
 
 def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progress: bool = True,
-               per_prompt: dict[str, dict[str, Tally]] | None = None) -> dict[str, dict[str, Tally]]:
+               per_prompt: dict[str, dict[str, Tally]] | None = None,
+               scenes: dict[str, list[tuple[PromptJob, list[SceneResult]]]] | None = None) -> dict[str, dict[str, Tally]]:
     """Per row label, per relation: the tally of this judge's verdicts over both prompts (and, into
-    `per_prompt` when given, per row label and prompt: each direction on its own)."""
+    `per_prompt` when given, per row label and prompt: each direction on its own). Scene prompts are
+    judged too; their verdicts go, per row label, into `scenes` (see `summarize_scenes`)."""
     check = getattr(judge, "check", None)
     if check is not None:
         for job in rows[0].jobs if rows else []:
@@ -405,6 +449,10 @@ def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progre
         for job in row.jobs:
             results = judge_job(judge, job, settings.num_images, settings.batch_size)
             bar.update(len(results))
+            if isinstance(job.spec, SceneSpec):
+                if scenes is not None:
+                    scenes.setdefault(row.label, []).append((job, results))
+                continue
             counts = tally(results)
             per_relation[job.spec.name] = per_relation.get(job.spec.name, Tally()) + counts
             if per_prompt is not None:
@@ -412,6 +460,23 @@ def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progre
         out[row.label] = per_relation
     bar.close()
     return out
+
+
+def summarize_scenes(judged: Sequence[tuple[PromptJob, list[SceneResult]]], confidence: float = 0.95) -> dict[str, Any]:
+    """One method setting's scene numbers: pooled over every scene prompt (`overall`), per scene
+    (its prompts pooled) and per prompt (with each of its relations on its own)."""
+    per_scene: dict[str, SceneTally] = {}
+    prompts = []
+    for job, results in judged:
+        counts = scene_tally(results)
+        per_scene[job.spec.name] = per_scene.get(job.spec.name, SceneTally()) + counts
+        relations = job.query.relations
+        prompts.append({"scene": job.spec.name, "side": job.side, "prompt": job.prompt,
+                        "relations": [list(t) for t in relations], **counts.summary(confidence),
+                        "per_relation": scene_relation_counts(relations, results, confidence)})
+    return {"overall": sum(per_scene.values(), SceneTally()).summary(confidence),
+            "scenes": {name: counts.summary(confidence) for name, counts in per_scene.items()},
+            "prompts": prompts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +533,7 @@ def as_judge(source: JudgeSource) -> Judge:
 def evaluate(
     load_pipe: Callable[[], Any],
     model_id: str,
-    specs: Sequence[RelationSpec],
+    specs: Sequence[Item],
     methods: Sequence[Method],
     judges: Sequence[JudgeSource],
     output_dir: str | Path,
@@ -482,7 +547,8 @@ def evaluate(
 
     Judges may be given as factories so a large judge model is only loaded after generation
     has finished and released the diffusion model. Everything checkable is checked before the
-    first file is written; the output folder is locked for the run.
+    first file is written; the output folder is locked for the run. `specs` may mix relations and
+    scenes (`SceneSpec`).
     """
     settings = settings or EvalSettings()
     output_dir = Path(output_dir)
@@ -490,7 +556,8 @@ def evaluate(
         raise DataError("no relations to evaluate")
     if not judges:
         raise RRNetError("at least one judge is needed")
-    categories = {spec.name: relation_category(spec) for spec in specs}
+    categories = {spec.name: scene_category(spec) if isinstance(spec, SceneSpec) else relation_category(spec)
+                  for spec in specs}
     rows = plan(specs, methods, output_dir)
     if include_dataset:
         rows.insert(0, dataset_row(specs, output_dir))
@@ -501,11 +568,13 @@ def evaluate(
                                 progress, rows, categories)
 
 
-def check_inputs(model_id: str, specs: Sequence[RelationSpec], methods: Sequence[Method],
+def check_inputs(model_id: str, specs: Sequence[Item], methods: Sequence[Method],
                  judges: Sequence[JudgeSource], rows: Sequence[Row]) -> None:
     """Everything that can be checked without the diffusion model, before anything is written:
     every checkpoint opens, every prompt fits the text encoder and holds its relation's words,
-    every judge can judge every relation."""
+    every judge can judge every relation; with scenes, every method and judge handles prompts
+    stating several relations."""
+    check_scene_support([spec for spec in specs if isinstance(spec, SceneSpec)], methods, judges)
     for method in methods:
         check = getattr(method, "check", None)
         for spec in specs if check else ():
@@ -516,6 +585,25 @@ def check_inputs(model_id: str, specs: Sequence[RelationSpec], methods: Sequence
         for query in queries if check else ():
             check(query)
     check_prompts(model_id, specs)
+
+
+def check_scene_support(scenes: Sequence[SceneSpec], methods: Sequence[Method], judges: Sequence[JudgeSource]) -> None:
+    """Refuse, with one line, a method or judge that cannot serve prompts stating several relations:
+    a method without `scenes = True` conditions on one relation's words, and a judge without
+    per-relation verdicts could only give a scene one verdict."""
+    if not scenes:
+        return
+    first = scenes[0].name
+    for method in methods:
+        if not getattr(method, "scenes", False):
+            raise RRNetError(f"method {method.name} conditions on one relation and cannot evaluate scene {first!r} "
+                             "(a prompt stating several relations); scenes take the base model, --rectifier and "
+                             "--rectifiers")
+    for source in judges:
+        if not judges_scenes(source):
+            kind = getattr(source, "kind", "") or getattr(source, "name", "") or type(source).__name__
+            raise RRNetError(f"the {kind} judge gives one verdict per image for one relation, not one per relation "
+                             f"of a prompt stating several (scene {first!r}); judge scene benchmarks with --judge exact")
 
 
 def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Path, settings: EvalSettings, fid,
@@ -532,10 +620,13 @@ def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Pa
             raise RRNetError(f"two judges share the label {judge.label!r}")
         judge_info.append({"label": judge.label, "key": judge_key(judge), **judge.describe()})
         per_prompt: dict[str, dict[str, Tally]] = {}
-        for label, per_relation in judge_rows(judge, rows, settings, progress, per_prompt).items():
+        scene_verdicts: dict[str, list[tuple[PromptJob, list[SceneResult]]]] = {}
+        for label, per_relation in judge_rows(judge, rows, settings, progress, per_prompt, scene_verdicts).items():
             judged[label][judge.label] = summarize(per_relation, categories, settings.confidence)
             judged[label][judge.label]["prompts"] = {prompt: counts.summary(settings.confidence)
                                                      for prompt, counts in per_prompt.get(label, {}).items()}
+            if label in scene_verdicts:
+                judged[label][judge.label]["scenes"] = summarize_scenes(scene_verdicts[label], settings.confidence)
         del judge
 
     fids: dict[str, float | None] = {row.label: None for row in rows}
@@ -555,7 +646,12 @@ def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Pa
         "relations": [
             {"name": s.name, "category": categories[s.name], "object_a": s.object_a, "relation": s.relation,
              "object_b": s.object_b, "prompt": s.prompt, "swapped_prompt": s.swapped_prompt}
-            for s in specs
+            for s in specs if isinstance(s, RelationSpec)
+        ],
+        "scenes": [
+            {"name": s.name, "category": categories[s.name], "relations": [list(t) for t in s.relations],
+             "prompt": s.prompt, "swapped_prompts": list(s.swapped_prompts)}
+            for s in specs if isinstance(s, SceneSpec)
         ],
         "methods": [m.describe() for m in methods],
         "judges": judge_info,

@@ -88,7 +88,9 @@ class Judge(Protocol):
     """A relation judge. `name` is its kind ("exact", "vlm", "detector"); `label` names it in
     table columns ("Position(label)"), e.g. a model's short name; `describe()` identifies it
     fully (model id, rule, decoding settings) and keys the judgement cache, so changing any of
-    it re-judges instead of reusing stale verdicts."""
+    it re-judges instead of reusing stale verdicts. A judge that can give each relation of a
+    prompt stating several relations its own verdict also has
+    `judge_scene(images, SceneQuery) -> list[SceneResult]`; scene benchmarks take only such judges."""
 
     name: str
     label: str
@@ -96,3 +98,58 @@ class Judge(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def judge(self, images: Sequence[Image.Image], query: JudgeQuery) -> list[JudgeResult]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts stating several relations (scenes)
+# ---------------------------------------------------------------------------------------------
+
+SCENE_OUTCOMES: tuple[str, ...] = ("correct", "swapped", "neither", "missing", "unreadable")
+
+
+@dataclass(frozen=True)
+class SceneQuery:
+    """What one image of a prompt stating several relations should show: every (A, R, B) of
+    `relations`, in prompt order. A judge that can answer it gives each relation its own verdict."""
+
+    relations: tuple[tuple[str, str, str], ...]
+    prompt: str
+
+
+@dataclass
+class SceneResult:
+    """One image's verdicts for a `SceneQuery`: `outcomes[k]` (one of SCENE_OUTCOMES) for relation k
+    ("missing": an object of that relation was not found), and whether every named object was found."""
+
+    outcomes: tuple[str, ...]
+    objects_found: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outcomes = tuple(self.outcomes)
+        bad = [o for o in self.outcomes if o not in SCENE_OUTCOMES]
+        if bad or not self.outcomes:
+            raise RRNetError(f"scene outcomes must be one or more of {SCENE_OUTCOMES}, got {list(self.outcomes)!r}")
+
+    @property
+    def all_correct(self) -> bool:
+        """Every relation of the prompt is drawn the prompt's way round (so every object is present)."""
+        return all(o == "correct" for o in self.outcomes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcomes": list(self.outcomes), "objects_found": self.objects_found, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SceneResult:
+        try:
+            return cls(outcomes=tuple(data["outcomes"]), objects_found=bool(data["objects_found"]),
+                       detail=dict(data.get("detail", {})))
+        except (KeyError, TypeError) as exc:
+            raise RRNetError(f"malformed scene judgement record: {exc}") from exc
+
+
+def judges_scenes(judge: object) -> bool:
+    """Whether a judge (or a judge factory) gives per-relation verdicts for prompts stating several
+    relations: a judge with `judge_scene`, or a factory that says so."""
+    scenes = getattr(judge, "scenes", None)
+    return bool(scenes) if scenes is not None else callable(getattr(judge, "judge_scene", None))

@@ -12,10 +12,14 @@ JUDGE_KINDS: tuple[str, ...] = ("exact", "vlm", "detector")
 
 class JudgeFactory:
     """Builds a judge when called; `check(query)` refuses what the judge cannot judge without
-    loading its model, so a bad benchmark is refused before the first image is generated."""
+    loading its model, so a bad benchmark is refused before the first image is generated.
+    `scenes` says whether the judge gives per-relation verdicts for prompts stating several
+    relations, so a scene benchmark is refused before any model loads."""
 
-    def __init__(self, build: Callable[[], Judge], check: Callable[[JudgeQuery], None] | None = None) -> None:
+    def __init__(self, build: Callable[[], Judge], check: Callable[[JudgeQuery], None] | None = None,
+                 scenes: bool = False, kind: str = "") -> None:
         self._build, self._check = build, check
+        self.scenes, self.kind = scenes, kind
 
     def __call__(self) -> Judge:
         return self._build()
@@ -35,17 +39,18 @@ def judge_factory(kind: str, model: str | None = None, rule: str = "geneval", de
             raise RRNetError("the exact judge takes no --judge_model")
         from rrnet.eval.judges.exact import ExactJudge
 
-        return JudgeFactory(ExactJudge, ExactJudge().check)
+        return JudgeFactory(ExactJudge, ExactJudge().check, scenes=True, kind=kind)
     if not model:
         raise RRNetError(f"the {kind} judge needs a model (--judge_model: hub id or local folder)")
     if kind == "vlm":
         from rrnet.eval.judges.vlm import VLMJudge
 
-        return JudgeFactory(lambda: VLMJudge.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size))
+        return JudgeFactory(lambda: VLMJudge.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size),
+                            kind=kind)
     from rrnet.eval.judges.detector import DetectorJudge, check_positional
 
     return JudgeFactory(lambda: DetectorJudge.from_pretrained(model, rule=rule, device=device, batch_size=batch_size),
-                        lambda query: check_positional(query.relation) and None)
+                        lambda query: check_positional(query.relation) and None, kind=kind)
 
 
 def judge_factories(kinds: list[str], models: list[str] | None, **options) -> list[JudgeFactory]:

@@ -1,0 +1,49 @@
+"""Named recipes and the time-to-quality summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from benchmarks.common import rate
+from benchmarks.time_to_quality import summarise
+from rrnet.errors import RRNetError
+from rrnet.recipes import RECIPES, recipe_config
+from rrnet.train import TrainConfig
+
+
+def test_official_recipe_is_the_dataclass_default():
+    assert asdict(recipe_config("official")) == asdict(TrainConfig())
+    assert recipe_config("official", seed=3).seed == 3
+
+
+def test_every_recipe_is_a_valid_config_and_short_ones_take_a_fifth_of_the_steps():
+    for name in RECIPES:
+        recipe_config(name).check()
+    assert recipe_config("fast").epochs * 5 <= TrainConfig().epochs
+
+
+def test_unknown_recipe_is_one_clear_error():
+    with pytest.raises(RRNetError, match="unknown recipe 'quick'"):
+        recipe_config("quick")
+
+
+def _row(recipe, seed, steps, successes, final, n=100, seconds=None):
+    return {"recipe": recipe, "triplet": "a above b", "seed": seed, "steps": steps, "final": final,
+            "seconds": steps * 0.1 if seconds is None else seconds, "relation": rate(successes, n),
+            "objects": rate(n, n)}
+
+
+def test_summary_finds_the_first_checkpoint_at_the_official_final_accuracy():
+    rows = [_row("official", 0, 500, 90, True), _row("official", 1, 500, 94, True),  # target 0.92
+            _row("fast", 0, 20, 50, False), _row("fast", 0, 40, 93, False), _row("fast", 0, 100, 95, True),
+            _row("fast", 1, 20, 60, False), _row("fast", 1, 40, 80, False), _row("fast", 1, 100, 91, True)]
+    s = summarise(rows, ["official", "fast"])
+    assert s["official_final"] == {"a above b": pytest.approx(0.92)}
+    fast = s["recipes"]["fast"]
+    assert fast["steps_to_official"] == {"mean": 40, "worst": 40}  # seed 1 never gets there
+    assert fast["never_reached"] == ["a above b seed 1"]
+    assert fast["per_relation"]["a above b"]["final"]["successes"] == 186
+    official = s["recipes"]["official"]
+    assert official["never_reached"] == ["a above b seed 0"]  # 0.90 < its pooled 0.92
