@@ -69,10 +69,15 @@ def objects_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def scene_groups(d: dict) -> list[tuple[str, dict]]:
+    """The caption groups of the `scenes` part (it also records its seconds and date)."""
+    return [(k, v) for k, v in d["parts"]["scenes"].items() if isinstance(v, dict) and "prompts" in v]
+
+
 def scenes_summary(d: dict) -> str:
     lines = ["| two-relation prompts (base model) | prompts | all relations correct | relation 1 | relation 2 | objects |",
              "|---|---|---|---|---|---|"]
-    for group, value in d["parts"]["scenes"].items():
+    for group, value in scene_groups(d):
         rows = value["prompts"]
         rel = [pooled([{"x": r["per_relation"][k]} for r in rows], "x") for k in range(2)]
         lines.append(f"| built from {group} pairs | {len(rows)} | {ci(value['all_correct'])} | {ci(rel[0])} | {ci(rel[1])} | "
@@ -103,7 +108,7 @@ def full_tables(d: dict) -> str:
     for r in d["parts"]["base"]["prompts"]:
         out.append(f"| {r['prompt']} | {r['split']} | {ci(r['relation'])} | {ci(r['swapped'])} | {ci(r['objects'])} |")
     out += ["", "| two-relation prompt | collapsed | all correct | relation 1 | relation 2 | objects |", "|---|---|---|---|---|---|"]
-    for value in d["parts"]["scenes"].values():
+    for _, value in scene_groups(d):
         for r in value["prompts"]:
             out.append(f"| {r['prompt']} | {r['collapsed']} | {ci(r['all_correct'])} | {ci(r['per_relation'][0])} | "
                        f"{ci(r['per_relation'][1])} | {ci(r['objects'])} |")

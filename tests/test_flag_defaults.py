@@ -35,11 +35,10 @@ _BASELINE = [("epochs", "epochs"), ("learning_rate", "learning_rate"), ("batch_s
 # (command, flag dest, dataclass, field)
 FLAGS = [
     *(("train", dest, TrainConfig, field) for dest, field in [
-        ("epochs", "epochs"), ("learning_rate", "learning_rate"), ("weight_decay", "weight_decay"),
+        ("recipe", "recipe"), ("weight_decay", "weight_decay"),
         ("positive_weight", "positive_weight"), ("negative_weight", "negative_weight"),
         ("disentangle_noise", "disentangle_noise"), ("direction_weight", "direction_weight"),
-        ("relations_per_step", "relations_per_step"), ("timesteps_per_step", "timesteps_per_step"),
-        ("lr_schedule", "lr_schedule"), ("warmup_steps", "warmup_steps"), ("hidden_size", "hidden"),
+        ("relations_per_step", "relations_per_step"), ("hidden_size", "hidden"),
         ("heads", "heads"), ("num_layers", "num_layers"), ("seed", "seed"), ("resolution", "resolution")]),
     *(("generate", dest, GenerationSettings, field) for dest, field in [
         ("alpha", "alphas"), ("num_images", "num_images"), ("seed", "seed"), ("resolution", "resolution")]),
@@ -102,3 +101,18 @@ def test_experiment_and_evaluate_flags_describe_the_default_configs():
 def test_default_of_names_a_missing_field():
     with pytest.raises(TypeError, match="no field 'epoch'"):
         default_of(TrainConfig, "epoch")
+
+
+def test_recipe_flags_take_the_recipes_values_unless_given():
+    """`--epochs`, `--learning_rate`, ... default to the chosen recipe's values (the official recipe's
+    are the dataclass defaults); a flag given explicitly wins over the recipe."""
+    from rrnet.cli import RECIPE_FLAGS
+    from rrnet.recipes import RECIPES, recipe_config
+
+    parsed = _parse("train")
+    assert all(getattr(parsed, name) is None for name in RECIPE_FLAGS)
+    for name in RECIPES:
+        assert train_config_from_args(build_parser().parse_args(MINIMAL["train"] + ["--recipe", name])) == \
+            dataclasses.replace(recipe_config(name), recipe=name)
+    fast = train_config_from_args(build_parser().parse_args(MINIMAL["train"] + ["--recipe", "fast", "--epochs", "7"]))
+    assert fast.epochs == 7 and fast.learning_rate == recipe_config("fast").learning_rate and fast.recipe == "fast"

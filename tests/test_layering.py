@@ -130,8 +130,9 @@ def _imports_cli(tree: ast.AST) -> bool:
 
 
 def test_no_library_module_imports_the_cli_even_inside_a_function():
-    """The command line sits on top: nothing in the package imports `rrnet.cli`, lazily or not."""
+    """The command line sits on top: nothing in the package imports `rrnet.cli`, lazily or not
+    (except `python -m rrnet`'s `__main__.py`, which only runs it)."""
     offenders = [str(path.relative_to(SRC)) for path in sorted(SRC.rglob("*.py"))
-                 if path.name != "cli.py" or path.parent != SRC
+                 if path.name not in ("cli.py", "__main__.py") or path.parent != SRC
                  if _imports_cli(ast.parse(path.read_text(encoding="utf-8")))]
     assert offenders == []

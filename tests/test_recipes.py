@@ -47,3 +47,30 @@ def test_summary_finds_the_first_checkpoint_at_the_official_final_accuracy():
     assert fast["per_relation"]["a above b"]["final"]["successes"] == 186
     official = s["recipes"]["official"]
     assert official["never_reached"] == ["a above b seed 0"]  # 0.90 < its pooled 0.92
+
+
+def test_recipe_official_trains_the_library_defaults_bit_for_bit(tiny_model_dir, tiny_pipe, relation_dir, tmp_path):
+    """`rrnet train --recipe official` and `rrnet train` with no recipe give the weights that
+    `train_rectifier` gives with `TrainConfig()` (same seed); `--recipe fast` gives other ones and
+    records its name in config.json."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from rrnet.cli import main
+    from rrnet.data import load_relation
+    from rrnet.train import train_rectifier
+
+    torch.set_num_threads(1)
+    common = ["--model", str(tiny_model_dir), "--data", str(relation_dir), "--epochs", "2", "--hidden_size", "16",
+              "--no_progress"]
+    for name, extra in (("plain", []), ("official", ["--recipe", "official"]), ("fast", ["--recipe", "fast"])):
+        assert main(["train", *common, "--output_dir", str(tmp_path / name), *extra]) == 0
+    library, _ = train_rectifier(tiny_pipe, load_relation(relation_dir), TrainConfig(epochs=2, hidden=16), progress=False)
+    weights = {name: load_file(str(tmp_path / name / "rectifier.safetensors")) for name in ("plain", "official", "fast")}
+    for key, value in library.state_dict().items():
+        assert torch.equal(weights["plain"][key], value) and torch.equal(weights["official"][key], value)
+    assert any(not torch.equal(weights["fast"][k], weights["official"][k]) for k in weights["fast"])
+    trained = json.loads((tmp_path / "fast" / "config.json").read_text())["training"]
+    assert trained["recipe"] == "fast" and trained["lr_schedule"] == "cosine" and trained["epochs"] == 2

@@ -14,7 +14,10 @@ import torch
 
 
 def backbone_modules(pipe) -> dict[str, torch.nn.Module]:
-    return {"text_encoder": pipe.text_encoder, "unet": pipe.unet, "vae": pipe.vae}
+    modules = {"text_encoder": pipe.text_encoder, "unet": pipe.unet, "vae": pipe.vae}
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: its last layer carries the pooled edit in training
+        modules["text_encoder_2"] = pipe.text_encoder_2
+    return modules
 
 
 def freeze(pipe) -> None:

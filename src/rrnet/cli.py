@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def _train_parser(sub) -> None:
+    from rrnet.recipes import RECIPES
     from rrnet.train import LR_SCHEDULES, TrainConfig
 
     def default(name: str):
@@ -31,8 +32,10 @@ def _train_parser(sub) -> None:
                         "folders of relation folders: one rectifier learns them all")
     p.add_argument("--relations_per_step", type=check.int_in(1, 4096), default=default("relations_per_step"),
                    help="with several relations: how many share one optimiser step (one UNet batch; lower it if memory runs out)")
-    p.add_argument("--epochs", type=check.positive_int, default=default("epochs"))
-    p.add_argument("--learning_rate", type=check.positive_float, default=default("learning_rate"))
+    p.add_argument("--recipe", choices=list(RECIPES), default=default("recipe"),
+                   help="training preset (rrnet.recipes); flags given explicitly override its values")
+    p.add_argument("--epochs", type=check.positive_int, default=None, help=_recipe_help("epochs"))
+    p.add_argument("--learning_rate", type=check.positive_float, default=None, help=_recipe_help("learning_rate"))
     p.add_argument("--weight_decay", type=check.non_negative_float, default=default("weight_decay"))
     p.add_argument("--positive_weight", type=check.non_negative_float, default=default("positive_weight"))
     p.add_argument("--negative_weight", type=check.non_negative_float, default=default("negative_weight"))
@@ -52,11 +55,13 @@ def _train_parser(sub) -> None:
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
     recipe = p.add_argument_group("recipe options beyond the paper's (defaults: the paper's)")
-    recipe.add_argument("--timesteps_per_step", type=check.int_in(1, 256), default=default("timesteps_per_step"),
-                        help="noise draws and timesteps per side in one pair step, in one batched UNet call")
-    recipe.add_argument("--lr_schedule", choices=list(LR_SCHEDULES), default=default("lr_schedule"),
-                        help="learning rate over the run (diffusers' schedules), after --warmup_steps")
-    recipe.add_argument("--warmup_steps", type=check.int_in(0, 10**9), default=default("warmup_steps"))
+    recipe.add_argument("--timesteps_per_step", type=check.int_in(1, 256), default=None,
+                        help="noise draws and timesteps per side in one pair step, in one batched UNet call; "
+                             + _recipe_help("timesteps_per_step"))
+    recipe.add_argument("--lr_schedule", choices=list(LR_SCHEDULES), default=None,
+                        help="learning rate over the run (diffusers' schedules), after --warmup_steps; "
+                             + _recipe_help("lr_schedule"))
+    recipe.add_argument("--warmup_steps", type=check.int_in(0, 10**9), default=None, help=_recipe_help("warmup_steps"))
     p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=default("hidden"))
     p.add_argument("--heads", type=check.int_in(1, 64), default=default("heads"))
     p.add_argument("--num_layers", type=check.int_in(1, 64), default=default("num_layers"))
@@ -91,6 +96,7 @@ def _tiny_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sd_version", type=int, choices=[1, 2], default=2)
     p.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
+    p.add_argument("--sdxl", action="store_true", help="a tiny StableDiffusionXLPipeline instead (two text encoders)")
 
 
 def _world_parser(sub) -> None:
@@ -224,12 +230,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# flags whose default is the chosen recipe's value (None on the command line: "not given")
+RECIPE_FLAGS = ("epochs", "learning_rate", "timesteps_per_step", "lr_schedule", "warmup_steps")
+
+
+def _recipe_help(name: str) -> str:
+    from rrnet.recipes import RECIPES, recipe_config
+
+    return "default: the recipe's (" + ", ".join(f"{r} {getattr(recipe_config(r), name)}" for r in RECIPES) + ")"
+
+
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The `TrainConfig` the `train` flags describe (a `--no_X` flag turns off a default that is on)."""
+    """The `TrainConfig` the `train` flags describe: the `--recipe` preset, then every recipe flag
+    given explicitly on top (a `--no_X` flag turns off a default that is on)."""
+    from rrnet.recipes import recipe_config
     from rrnet.train import TrainConfig
 
+    preset = recipe_config(args.recipe)
+    chosen = {name: getattr(args, name) if getattr(args, name) is not None else getattr(preset, name)
+              for name in RECIPE_FLAGS}
     return TrainConfig(
-        epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        recipe=args.recipe, **chosen, weight_decay=args.weight_decay,
         positive_weight=args.positive_weight, negative_weight=args.negative_weight,
         negative=not args.no_negative, disentangle=not args.no_disentangle,
         disentangle_noise=args.disentangle_noise, importance_sampling=not args.no_importance_sampling,
@@ -239,7 +260,6 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
         antisymmetric=args.antisymmetric, direction_weight=args.direction_weight,
-        timesteps_per_step=args.timesteps_per_step, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
     )
 
 
@@ -333,7 +353,8 @@ def run_generate(args) -> None:
 def run_tiny(args) -> None:
     from rrnet.backbones.tiny import build_tiny_backbone
 
-    print(build_tiny_backbone(args.output_dir, seed=args.seed, sd_version=args.sd_version, prediction_type=args.prediction_type))
+    print(build_tiny_backbone(args.output_dir, seed=args.seed, sd_version=args.sd_version, prediction_type=args.prediction_type,
+                              sdxl=args.sdxl))
 
 
 def configure_logging(level: int) -> None:
@@ -383,7 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             handlers[args.command](args)
     except RRNetError as exc:
-        print(f"rrnet: error: {exc}", file=sys.stderr)
+        from rrnet.processes import launched_rank
+
+        if launched_rank() == 0:  # launched on several processes, the main one speaks for all (rrnet.processes)
+            print(f"rrnet: error: {exc}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
         print(f"rrnet: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ from rrnet.eval.judges.base import Judge
 from rrnet.eval.report import table_markdown
 from rrnet.eval.runner import DATASET, PAPER_ALPHAS, EvalSettings, FIDOptions, check_inputs, dataset_row, evaluate
 from rrnet.interruption import TrainingInterrupted
-from rrnet.locking import folder_lock
+from rrnet.processes import Processes, current_processes
 from rrnet.train import TrainConfig
 
 # RRNet and its ablations: TrainConfig overrides (paper Table 2, plus one the paper did not run)
@@ -93,39 +93,57 @@ def checkpoint_done(folder: Path, variant: str) -> bool:
 
 
 def train_all(pipe_getter: Callable[[], Any], model_id: str, specs: Sequence[RelationSpec], config: ExperimentConfig,
-              root: Path, progress: bool = True) -> dict[str, list[str]]:
-    """Train every missing (variant, relation) checkpoint; returns what was trained and skipped."""
+              root: Path, progress: bool = True, processes: Processes | None = None) -> dict[str, list[str]]:
+    """Train every missing (variant, relation) checkpoint; returns what was trained and skipped.
+
+    With several `processes` the main process lists the missing checkpoints, each process trains
+    its share (`split_between_processes`; each model has its own folder, under the experiment's
+    lock held by the main process) and every process waits for all of them before returning, so
+    evaluation never reads a half-trained folder."""
+    processes = processes or Processes()
+    tasks = [(variant, spec) for variant in config.variants for spec in specs]
+    missing = processes.from_main(lambda: [i for i, (variant, spec) in enumerate(tasks)
+                                           if not checkpoint_done(root / variant / spec.name, variant)])
+    mine = processes.split(missing)
+    if processes.several:
+        logger.info("process %d of %d: training %d of %d models", processes.index, processes.num_processes, len(mine),
+                    len(missing))
+    with processes.together():
+        trained = _train_tasks([tasks[i] for i in mine], pipe_getter, model_id, config, root, progress)
+    trained = processes.gather(trained)  # also the barrier before evaluation
+    return {"trained": trained,
+            "skipped": [f"{variant}/{spec.name}" for i, (variant, spec) in enumerate(tasks) if i not in missing]}
+
+
+def _train_tasks(tasks: Sequence[tuple[str, RelationSpec]], pipe_getter: Callable[[], Any], model_id: str,
+                 config: ExperimentConfig, root: Path, progress: bool) -> list[str]:
     from rrnet.baselines import BaselineConfig, train_baseline
     from rrnet.resume import Checkpointing, latest_checkpoint
     from rrnet.train import train_rectifier
 
-    done: dict[str, list[str]] = {"trained": [], "skipped": []}
-    for variant in config.variants:
-        for spec in specs:
-            folder = root / variant / spec.name
-            tag = f"{variant}/{spec.name}"
-            if checkpoint_done(folder, variant):
-                done["skipped"].append(tag)
-                continue
-            if progress:
-                logger.info("training %s", tag)
-            pipe = pipe_getter()
-            # a run stopped with Ctrl-C left a checkpoint: continue it
-            resume = Checkpointing(resume_from="latest" if latest_checkpoint(folder) else None)
-            try:
-                if variant in ABLATIONS:
-                    train_rectifier(pipe, spec, dataclasses.replace(config.train, **ABLATIONS[variant]), folder,
-                                    model_id=model_id, progress=progress, checkpointing=resume)
-                else:
-                    t = config.train
-                    baseline = BaselineConfig(epochs=config.baseline_epochs or t.epochs, seed=t.seed,
-                                              resolution=t.resolution)
-                    train_baseline(variant, pipe, spec, baseline, folder, progress=progress, model_id=model_id,
-                                   checkpointing=resume)
-            except TrainingInterrupted as stopped:
-                raise TrainingInterrupted(stopped.checkpoint, stopped.step, "run the same command again to continue") from None
-            done["trained"].append(tag)
-    return done
+    trained = []
+    for variant, spec in tasks:
+        folder = root / variant / spec.name
+        tag = f"{variant}/{spec.name}"
+        if progress:
+            logger.info("training %s", tag)
+        pipe = pipe_getter()
+        # a run stopped with Ctrl-C left a checkpoint: continue it
+        resume = Checkpointing(resume_from="latest" if latest_checkpoint(folder) else None)
+        try:
+            if variant in ABLATIONS:
+                train_rectifier(pipe, spec, dataclasses.replace(config.train, **ABLATIONS[variant]), folder,
+                                model_id=model_id, progress=progress, checkpointing=resume)
+            else:
+                t = config.train
+                baseline = BaselineConfig(epochs=config.baseline_epochs or t.epochs, seed=t.seed,
+                                          resolution=t.resolution)
+                train_baseline(variant, pipe, spec, baseline, folder, progress=progress, model_id=model_id,
+                               checkpointing=resume)
+        except TrainingInterrupted as stopped:
+            raise TrainingInterrupted(stopped.checkpoint, stopped.step, "run the same command again to continue") from None
+        trained.append(tag)
+    return trained
 
 
 def osp_table(pipe, specs: Sequence[RelationSpec], root: Path, alphas: Sequence[float]) -> list[dict[str, Any]]:
@@ -239,18 +257,25 @@ def run_experiment(
     transfer_from: str | None = None,
     fid: FIDOptions | None = None,
     progress: bool = True,
+    processes: Processes | None = None,
 ) -> dict[str, Any]:
-    """Train what is missing, evaluate everything, write `report.md` and `experiment.json`."""
+    """Train what is missing, evaluate everything, write `report.md` and `experiment.json`.
+
+    Launched on several processes (`processes` defaults to what the environment says), the
+    training jobs and the evaluations are split between them and the main process writes the
+    records and returns the results; the others return {}."""
     config = config or ExperimentConfig()
     out = Path(output_dir)
+    processes = processes or current_processes()
+    progress = progress and processes.is_main
     specs = find_relations(benchmark)
-    with folder_lock(out):  # one experiment per folder; its parts lock their own sub-folders
+    with processes.main_lock(out):  # one experiment per folder; its parts lock their own sub-folders
         return _run_experiment_locked(load_pipe, model_id, benchmark, out, specs, judges, config, unseen, transfer_from,
-                                      fid, progress)
+                                      fid, progress, processes)
 
 
 def _run_experiment_locked(load_pipe, model_id, benchmark, out: Path, specs, judges, config: ExperimentConfig, unseen,
-                           transfer_from, fid, progress) -> dict[str, Any]:
+                           transfer_from, fid, progress, processes: Processes) -> dict[str, Any]:
     cache: dict[str, Any] = {}
 
     def pipe_getter():
@@ -270,16 +295,23 @@ def _run_experiment_locked(load_pipe, model_id, benchmark, out: Path, specs, jud
     check_inputs(model_id, specs, [], judges, [dataset_row(specs, out)])  # before hours of training
 
     root = out / "checkpoints"
-    trained = train_all(pipe_getter, model_id, specs, config, root, progress)
-    osp = osp_table(pipe_getter(), specs, root, config.alphas)
-    atomic_write_text(out / "osp.json", json.dumps(osp, indent=2) + "\n")
+    trained = train_all(pipe_getter, model_id, specs, config, root, progress, processes)
 
+    def osp() -> list[dict[str, Any]]:
+        rows = osp_table(pipe_getter(), specs, root, config.alphas)
+        atomic_write_text(out / "osp.json", json.dumps(rows, indent=2) + "\n")
+        return rows
+
+    osp = processes.from_main(osp)
     results = evaluate(pipe_getter, model_id, specs, build_methods(config, root), judges, out / "evaluation",
-                       config.evaluation, fid=fid, benchmark=str(benchmark), progress=progress, include_dataset=True)
+                       config.evaluation, fid=fid, benchmark=str(benchmark), progress=progress, include_dataset=True,
+                       processes=processes)
     unseen_results = None
     if unseen is not None:
         unseen_results = evaluate_unseen(pipe_getter, model_id, specs, unseen, transfer_from, config, root, judges,
-                                         out / "unseen", fid, progress)
+                                         out / "unseen", fid, progress, processes)
+    if not processes.is_main:
+        return {}
     record = {"config": dataclasses.asdict(config), "trained": trained, "osp": osp,
               "evaluation": str(out / "evaluation" / "results.json"),
               "unseen": None if unseen_results is None else str(out / "unseen" / "results.json")}
@@ -289,7 +321,8 @@ def _run_experiment_locked(load_pipe, model_id, benchmark, out: Path, specs, jud
 
 
 def evaluate_unseen(pipe_getter, model_id: str, specs: Sequence[RelationSpec], unseen: str | Path, transfer_from: str | None,
-                    config: ExperimentConfig, root: Path, judges, output_dir: Path, fid, progress: bool) -> dict[str, Any]:
+                    config: ExperimentConfig, root: Path, judges, output_dir: Path, fid, progress: bool,
+                    processes: Processes | None = None) -> dict[str, Any]:
     """Apply the RRNet rectifier of one trained relation to unseen pairs with the same relation word."""
     from rrnet.eval.methods import BaseMethod, TransferMethod
 
@@ -303,7 +336,7 @@ def evaluate_unseen(pipe_getter, model_id: str, specs: Sequence[RelationSpec], u
         raise DataError(f"{unseen}: no relation uses the word {source.relation!r} of {source.name!r}")
     methods = [BaseMethod(), TransferMethod(root / "rrnet" / source.name, config.alphas)]
     return evaluate(pipe_getter, model_id, targets, methods, judges, output_dir, config.evaluation, fid=fid,
-                    benchmark=str(unseen), progress=progress)
+                    benchmark=str(unseen), progress=progress, processes=processes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,11 +388,15 @@ def experiment_config_from_args(args) -> ExperimentConfig:
 def run_experiment_cli(args) -> None:
     from rrnet import validation as check
     from rrnet.backbones.loading import default_device
-    from rrnet.eval.cli import fid_options, judges_from_args, pipe_loader
+    from rrnet.eval.cli import fid_options, judges_from_args, launch_processes, pipe_loader
 
     check.check_run(args)
+    processes = launch_processes(args)
     config = experiment_config_from_args(args)
     fid = fid_options(args, args.device or default_device())
     run_experiment(pipe_loader(args), args.model, args.benchmark, args.output_dir, judges_from_args(args), config,
-                   unseen=args.unseen, transfer_from=args.transfer_from, fid=fid, progress=not args.no_progress)
+                   unseen=args.unseen, transfer_from=args.transfer_from, fid=fid, progress=not args.no_progress,
+                   processes=processes)
+    if not processes.is_main:
+        return
     print((Path(args.output_dir) / "report.md").read_text(encoding="utf-8"))

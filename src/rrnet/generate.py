@@ -3,6 +3,7 @@
 Image k of every prompt and every alpha uses the generator seeded with `seed + k`, so a row of
 the grid shows the same starting noise under increasing alpha, and the same seed gives the same
 images. The negative (unconditional) embeddings are the pipeline's own, never rectified.
+For SDXL a conditioning is `(prompt_embeds, pooled_prompt_embeds)` (`SDXLConditioning`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rrnet.atomic import atomic_write_text
+from rrnet.backbones.sdxl import SDXLConditioning, negative_conditioning
 from rrnet.data import save_image_atomic
 from rrnet.grid import image_grid
 from rrnet.locking import output_lock
@@ -76,14 +78,34 @@ def prompt_folder(index: int, prompt: str) -> str:
     return f"{index}_{slug}"
 
 
-def prompt_embeddings(pipe, prompt: str, alpha: float | None, rectifier: RelationRectifier | None, triplet=None) -> torch.Tensor:
-    """The conditioning for one prompt: rectified at `alpha`, or the base model's when alpha is None."""
+def prompt_embeddings(pipe, prompt: str, alpha: float | None, rectifier: RelationRectifier | None,
+                      triplet=None) -> torch.Tensor | SDXLConditioning:
+    """The conditioning for one prompt: rectified at `alpha`, or the base model's when alpha is None
+    (SDXL: prompt and pooled embeddings)."""
     if rectifier is None or alpha is None:
-        return encode_prompt(pipe, prompt).hidden.unsqueeze(0).to(pipe.text_encoder.dtype)
+        encoded = encode_prompt(pipe, prompt)
+        if encoded.pooled is not None:
+            dtype = pipe.text_encoder_2.dtype
+            return SDXLConditioning(encoded.hidden.unsqueeze(0).to(dtype), encoded.pooled.unsqueeze(0).to(dtype))
+        return encoded.hidden.unsqueeze(0).to(pipe.text_encoder.dtype)
     return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, triplet=triplet)
 
 
-def sample_images(pipe, embeds: torch.Tensor, settings: GenerationSettings, output_type: str = "pil", batch_size: int | None = None):
+def conditioning_kwargs(pipe, embeds: torch.Tensor | SDXLConditioning) -> dict[str, torch.Tensor]:
+    """The pipeline arguments of a conditioning. SDXL gets all four embeddings, the unconditional
+    side made as the pipeline itself would make it for `prompt_embeds` alone, so alpha 0 gives
+    exactly `pipe(prompt=...)`'s images."""
+    if not isinstance(embeds, SDXLConditioning):
+        return {"prompt_embeds": embeds.to(pipe.device)}
+    embeds = SDXLConditioning(*(x.to(pipe.device) for x in embeds))
+    negative = negative_conditioning(pipe, embeds)
+    return {"prompt_embeds": embeds.prompt_embeds, "pooled_prompt_embeds": embeds.pooled_prompt_embeds,
+            "negative_prompt_embeds": negative.prompt_embeds,
+            "negative_pooled_prompt_embeds": negative.pooled_prompt_embeds}
+
+
+def sample_images(pipe, embeds: torch.Tensor | SDXLConditioning, settings: GenerationSettings, output_type: str = "pil",
+                  batch_size: int | None = None):
     """`num_images` images from one prompt embedding; image k always uses seed + k, whatever the batching.
 
     Returns PIL images, or for `output_type="np"` one float array (N, H, W, 3) in [0, 1].
@@ -91,11 +113,12 @@ def sample_images(pipe, embeds: torch.Tensor, settings: GenerationSettings, outp
     size = settings.resolution or int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
     batch_size = batch_size or settings.num_images
     chunks = []
+    conditioning = conditioning_kwargs(pipe, embeds)
     for start in range(0, settings.num_images, batch_size):
         count = min(batch_size, settings.num_images - start)
         generators = [torch.Generator("cpu").manual_seed(settings.seed + start + k) for k in range(count)]
         out = pipe(
-            prompt_embeds=embeds.to(pipe.device),
+            **conditioning,
             num_images_per_prompt=count,
             generator=generators,
             num_inference_steps=settings.steps,

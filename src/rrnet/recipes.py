@@ -36,4 +36,4 @@ def recipe_config(name: str, **overrides: Any):
     """A `TrainConfig` for recipe `name`, with `overrides` (seed, say) on top."""
     from rrnet.train import TrainConfig
 
-    return replace(TrainConfig(), **{**recipe_values(name), **overrides})
+    return replace(TrainConfig(), **{"recipe": name, **recipe_values(name), **overrides})

@@ -4,6 +4,11 @@ The text encoder, UNet and VAE stay frozen. The rectifier reads the frozen token
 (object and relation nodes) and the EOT hidden states (adjust nodes), runs the HGCN, and adds
 `alpha * delta` to the prompt embedding at the first EOT position only. The result is plain
 `prompt_embeds`, so any diffusers pipeline that accepts `prompt_embeds` can use it.
+
+SDXL (`rrnet.backbones.sdxl`): the graph network works on both encoders' states side by side (the
+2048-wide EOT row of `prompt_embeds`, both token tables' rows for a word), and the pooled
+embedding follows the same edit through text_encoder_2's own last layer, final layer norm and
+projection, so `prompt_embeds` returns both tensors.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 from torch_geometric.data import Batch
 
 from rrnet.atomic import atomic_write, atomic_write_text
+from rrnet.backbones import sdxl
 from rrnet.errors import CheckpointError, PromptError
 from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs, mirrored, prompt_graph, relation_graph
 from rrnet.hgcn import HGCN
@@ -54,7 +60,7 @@ class Triplet:
 class RectifierConfig:
     """Everything needed to rebuild a rectifier and check it fits a backbone; stored as JSON."""
 
-    text_width: int
+    text_width: int  # width of the EOT vector it edits (SDXL: both encoders' widths summed)
     hidden: int = 512
     heads: int = 2
     num_layers: int = 2
@@ -74,14 +80,41 @@ class RectifierConfig:
     joint_relations: bool = False
     format: str = FORMAT
     format_version: int = 1
+    # SDXL (format version 2): each text encoder's width, in `prompt_embeds` order, and the pooled
+    # embedding's; absent (None) for SD 1.x / 2.x, whose rectifier files keep format version 1
+    text_widths: list[int] | None = None
+    pooled_width: int | None = None
+
+    def backbone_description(self) -> str:
+        """What it was trained for, in the words of `describe_backbone`."""
+        return describe_backbone(self.text_widths or [self.text_width], self.pooled_width)
+
+
+def describe_backbone(widths: Sequence[int], pooled: int | None) -> str:
+    """A backbone's text conditioning in one phrase, for errors about a rectifier that does not fit."""
+    if pooled is None and len(widths) == 1:
+        return f"a text encoder of width {widths[0]}"
+    return (f"{len(widths)} text encoders of widths {' + '.join(str(w) for w in widths)} and a pooled embedding "
+            f"of width {pooled} (SDXL)")
+
+
+def backbone_mismatch(config: RectifierConfig, widths: Sequence[int], pooled: int | None) -> str | None:
+    """Why a rectifier cannot edit a backbone with these text widths (None when it can)."""
+    trained = list(config.text_widths or [config.text_width])
+    if trained == list(widths) and config.pooled_width == pooled:
+        return None
+    if config.pooled_width is None and pooled is None:  # SD 1.x / 2.x on both sides: the original message
+        return f"rectifier was trained for a text encoder of width {config.text_width}, this model's is {widths[0]}"
+    return f"rectifier was trained for {config.backbone_description()}; this model has {describe_backbone(widths, pooled)}"
 
 
 @dataclass
 class EncodedPrompt:
-    """A prompt's tokens and its frozen text-encoder output (L, D)."""
+    """A prompt's tokens and its frozen text-encoder output (L, D); for SDXL also its pooled embedding (P,)."""
 
     tokens: PromptTokens
     hidden: torch.Tensor
+    pooled: torch.Tensor | None = None
 
     @property
     def eot(self) -> torch.Tensor:
@@ -91,10 +124,24 @@ class EncodedPrompt:
 def encode_prompt(pipe, prompt: str) -> EncodedPrompt:
     """Encode one prompt exactly as the pipeline would (its own `encode_prompt`), plus positions."""
     tokens = tokenize_prompt(pipe.tokenizer, prompt)
+    if sdxl.is_sdxl(pipe):
+        # tokenizer 1 pads with the EOT token, tokenizer 2 with "!": over the same BPE the first EOT agrees
+        if tokenize_prompt(pipe.tokenizer_2, prompt).eot_index != tokens.eot_index:
+            raise PromptError(f"the two tokenizers end the prompt {prompt!r} at different positions")
+        with torch.no_grad():
+            embeds, pooled = sdxl.encode(pipe, prompt)
+        return EncodedPrompt(tokens=tokens, hidden=embeds[0].float(), pooled=pooled[0].float())
     device = pipe.text_encoder.device
     with torch.no_grad():
         embeds, _ = pipe.encode_prompt(prompt, device, 1, False)
     return EncodedPrompt(tokens=tokens, hidden=embeds[0].float())
+
+
+def word_features(pipe, tokens: PromptTokens, word: str) -> torch.Tensor:
+    """A word's node feature: its token-embedding-table rows (mean over its BPE tokens), from each
+    text encoder side by side as in `prompt_embeds` (SDXL's encoders share the BPE, so the same ids)."""
+    rows = [word_embedding(encoder, pipe.tokenizer, tokens, word) for encoder in sdxl.text_encoders(pipe)]
+    return rows[0] if len(rows) == 1 else torch.cat(rows)
 
 
 def add_at_eot(prompt_embeds: torch.Tensor, eot_index: torch.Tensor, delta: torch.Tensor, alpha: float | torch.Tensor = 1.0,
@@ -167,8 +214,7 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
 
     def build_graph(self, pipe, triplet: Triplet, prompt: EncodedPrompt, object_sentence: EncodedPrompt):
         """The graph of `prompt`, read as `triplet` in prompt order (subject first)."""
-        tok, enc = pipe.tokenizer, pipe.text_encoder
-        feats = [word_embedding(enc, tok, prompt.tokens, w) for w in (triplet.object_a, triplet.relation, triplet.object_b)]
+        feats = [word_features(pipe, prompt.tokens, w) for w in (triplet.object_a, triplet.relation, triplet.object_b)]
         device = next(self.parameters()).device
         graph = relation_graph(*feats, prompt.eot, object_sentence.eot)
         if self.config.adjuster == "free":
@@ -187,10 +233,9 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
             return self.build_graph(pipe, triplets[0], prompt, object_sentence)
         if self.config.adjuster == "free":
             raise PromptError("a free-vector rectifier (no graph network) only knows the two prompts it was trained on")
-        tok, enc = pipe.tokenizer, pipe.text_encoder
         names = list(dict.fromkeys(x for t in triplets for x in (t.object_a, t.object_b)))
-        objects = [word_embedding(enc, tok, prompt.tokens, n) for n in names]
-        relations = [(names.index(t.object_a), word_embedding(enc, tok, prompt.tokens, t.relation), names.index(t.object_b))
+        objects = [word_features(pipe, prompt.tokens, n) for n in names]
+        relations = [(names.index(t.object_a), word_features(pipe, prompt.tokens, t.relation), names.index(t.object_b))
                      for t in triplets]
         graph = prompt_graph(objects, relations, prompt.eot, object_sentence.eot)
         return graph.to(next(self.parameters()).device)
@@ -253,11 +298,11 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         return [self.build_graph(pipe, t, prompt, encode_prompt(pipe, self.object_sentence(t.object_a))) for t in triplets]
 
     def check_backbone(self, pipe) -> None:
-        width = pipe.text_encoder.config.hidden_size
-        if width != self.config.text_width:
-            raise CheckpointError(
-                f"rectifier was trained for a text encoder of width {self.config.text_width}, this model's is {width}"
-            )
+        """One CheckpointError line when the rectifier was trained for other text encoders (an SD
+        rectifier on SDXL, another width, ...)."""
+        problem = backbone_mismatch(self.config, sdxl.text_widths(pipe), sdxl.pooled_width(pipe))
+        if problem is not None:
+            raise CheckpointError(problem)
 
     @torch.no_grad()
     def prompt_embeds(
@@ -267,8 +312,13 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         alpha: float = 0.6,
         triplet: tuple[str, str, str] | None = None,
         strict: bool = False,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | sdxl.SDXLConditioning:
         """Rectified `prompt_embeds` (B, L, D) for `pipe(prompt_embeds=...)`; alpha=0 is the base model.
+
+        For an SDXL pipeline, `(prompt_embeds, pooled_prompt_embeds)` (an `SDXLConditioning`) for
+        `pipe(prompt_embeds=..., pooled_prompt_embeds=...)`: the EOT row of `prompt_embeds` (both
+        encoders' parts) is edited, and the pooled embedding follows that edit through
+        text_encoder_2's own last layer, final layer norm and projection.
 
         The triplet of each prompt is read from the prompt itself: a relation phrase the rectifier
         was trained on and the noun phrases around it, in prompt order, objects it never saw
@@ -299,13 +349,20 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
                 graphs.append(graph)
                 owners.append(len(encoded) - 1)
         embeds = torch.stack([e.hidden for e in encoded])
+        pooled = torch.stack([e.pooled for e in encoded]) if encoded[0].pooled is not None else None
         if graphs:  # only the rows with a triplet change; the others stay the pipeline's own
             deltas = self.adjust_vectors(graphs)[:, PROMPT_ADJUST]
             rows = sorted(set(owners))
             summed = torch.zeros(len(encoded), deltas.shape[-1], dtype=deltas.dtype, device=deltas.device)
             summed = summed.index_add(0, torch.tensor(owners, device=deltas.device), deltas)[rows].to(embeds.device)
             eots = torch.tensor([encoded[i].tokens.eot_index for i in rows])
-            embeds[rows] = add_at_eot(embeds[rows], eots, summed, alpha, self.config.edit_positions)
+            before = embeds[rows]
+            embeds[rows] = after = add_at_eot(before, eots, summed, alpha, self.config.edit_positions)
+            if pooled is not None:
+                pooled[rows] = sdxl.edited_pooled(pipe, pooled[rows], before, after, eots)
+        if pooled is not None:
+            dtype = pipe.text_encoder_2.dtype
+            return sdxl.SDXLConditioning(embeds.to(dtype), pooled.to(dtype))
         return embeds.to(pipe.text_encoder.dtype)
 
     # ---- persistence --------------------------------------------------------------------------
@@ -324,7 +381,11 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": FORMAT}))
         push_to_hub_kwargs.pop("config", None)  # the mixin passes its own copy; ours is written below
         push_to_hub_kwargs.pop("model_card_kwargs", None)
-        text = json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n"
+        values = asdict(self.config)
+        for key in ("text_widths", "pooled_width"):  # SD 1.x / 2.x files stay as they were (format version 1)
+            if values[key] is None:
+                del values[key]
+        text = json.dumps(values, indent=2, sort_keys=True) + "\n"
         atomic_write_text(out / CONFIG_NAME, text)
         if push_to_hub:
             self.push_to_hub(repo_id or out.name, **push_to_hub_kwargs)

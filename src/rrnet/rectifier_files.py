@@ -28,7 +28,7 @@ from rrnet.rectifier import (
     resolve_rectifier_folder,
 )
 
-FORMAT_VERSION = 1  # the newest config format this rrnet reads
+FORMAT_VERSION = 2  # the newest config format this rrnet reads (2: SDXL's text_widths and pooled_width)
 _LIMITS = {"text_width": 65536, "hidden": 65536, "heads": 64, "num_layers": 64}
 
 
@@ -62,6 +62,16 @@ def check_config(raw: object, path: Path) -> dict:
     for key, limit in _LIMITS.items():
         if key in raw and not (_positive_int(raw[key]) and raw[key] <= limit):
             raise CheckpointError(f"{path}: {key} must be an integer from 1 to {limit}, got {raw[key]!r}")
+    widths, pooled = raw.get("text_widths"), raw.get("pooled_width")
+    if widths is not None and not (isinstance(widths, list) and len(widths) > 1
+                                   and all(_positive_int(w) and w <= _LIMITS["text_width"] for w in widths)):
+        raise CheckpointError(f"{path}: text_widths must be a list of text encoder widths, got {widths!r}")
+    if widths is not None and sum(widths) != raw["text_width"]:
+        raise CheckpointError(f"{path}: text_widths {widths} do not add up to text_width {raw['text_width']}")
+    if pooled is not None and not (_positive_int(pooled) and pooled <= _LIMITS["text_width"]):
+        raise CheckpointError(f"{path}: pooled_width must be an integer from 1 to {_LIMITS['text_width']}, got {pooled!r}")
+    if (widths is None) != (pooled is None):
+        raise CheckpointError(f"{path}: text_widths and pooled_width come together (an SDXL rectifier) or not at all")
     if "adjuster" in raw and raw["adjuster"] not in ADJUSTERS:
         raise CheckpointError(f"{path}: adjuster must be one of {list(ADJUSTERS)}, got {raw['adjuster']!r}")
     for key in ("antisymmetric", "joint_relations"):

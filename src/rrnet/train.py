@@ -22,6 +22,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from rrnet.backbone_state import backbone_modules, freeze, is_checkpointing, preserved_flags, preserved_unet_switches
+from rrnet.backbones import sdxl
 from rrnet.backbones.denoising import default_resolution, latent_distribution, unet_predict
 from rrnet.backbones.loading import model_key
 from rrnet.data import RelationSpec, load_images
@@ -86,7 +87,9 @@ class TrainConfig:
     antisymmetric: bool = False  # prompt adjustment g(A R B) - g(B R A): negated by swapping the objects
     relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
     direction_weight: float = 1.0  # weight of the direction-target loss, when direction pairs are given
-    # recipe options beyond the paper's (its values are the defaults)
+    # recipe options beyond the paper's (its values are the defaults); `recipe` names the preset the
+    # values came from (rrnet.recipes), recorded in the rectifier's config.json
+    recipe: str = "official"
     timesteps_per_step: int = 1  # noise draws and timesteps per side in one pair step (one batched UNet call)
     lr_schedule: str = "constant"  # or "cosine" (diffusers' get_scheduler), after `warmup_steps`
     warmup_steps: int = 0
@@ -273,6 +276,7 @@ def pair_step_loss(
     picks = [chosen] if isinstance(chosen, dict) else list(chosen)
     pairs = [pair] * len(group) if isinstance(pair[0], str) else list(pair)
     conds, owns, others, noises, steps = [], [], [], [], []
+    pooleds = []  # SDXL: the pooled embeddings, edited along with the EOT
     for relation, pick, names in zip(group, picks, pairs, strict=True):
         if not config.cache_text:
             relation = refresh_text(pipe, rectifier, relation)
@@ -287,6 +291,9 @@ def pair_step_loss(
         embeds = torch.stack([s.encoded.hidden for s in sides]).to(device)
         eots = torch.tensor([s.encoded.tokens.eot_index for s in sides])
         conds.append(add_at_eot(embeds, eots, torch.stack(delta_rows).to(device), positions=rectifier.config.edit_positions))
+        if sides[0].encoded.pooled is not None:
+            pooled = torch.stack([s.encoded.pooled for s in sides]).to(device)
+            pooleds.append(sdxl.edited_pooled(pipe, pooled, embeds, conds[-1], eots))
         for _ in range(config.timesteps_per_step):  # one exemplar sample, noise and timestep per draw
             own = torch.stack([exemplar_latent(pipe, side, pick[side.name], generator) for side in sides]).to(device)
             owns.append(own)
@@ -295,25 +302,38 @@ def pair_step_loss(
             t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
             steps.append(t.to(device).expand(len(sides)))
         conds += [conds[-1]] * (config.timesteps_per_step - 1)
+        pooleds += pooleds[-1:] * (config.timesteps_per_step - 1)
     cond, own, other, noise, t = (torch.cat(x) for x in (conds, owns, others, noises, steps))
+    pooled = torch.cat(pooleds) if pooleds else None
 
     noisy_own = noise_scheduler.add_noise(own, noise, t)
     target_own = denoising_target(noise_scheduler, own, noise, t)
     pred_other = target_other = None
     if not config.negative:
-        pred_own = unet_predict(pipe, noisy_own, t, cond)
+        pred_own = conditioned_prediction(pipe, noisy_own, t, cond, pooled)
     else:
         noisy_other = noise_scheduler.add_noise(other, noise, t)
         target_other = denoising_target(noise_scheduler, other, noise, t)
         if config.batch_unet:  # one UNet call for both terms: same conditioning, twice the batch
-            both = unet_predict(pipe, torch.cat([noisy_own, noisy_other]), torch.cat([t, t]), torch.cat([cond, cond]))
+            both = conditioned_prediction(pipe, torch.cat([noisy_own, noisy_other]), torch.cat([t, t]),
+                                          torch.cat([cond, cond]), None if pooled is None else torch.cat([pooled, pooled]))
             pred_own, pred_other = both.chunk(2)
         else:
-            pred_own = unet_predict(pipe, noisy_own, t, cond)
-            pred_other = unet_predict(pipe, noisy_other, t, cond)
+            pred_own = conditioned_prediction(pipe, noisy_own, t, cond, pooled)
+            pred_other = conditioned_prediction(pipe, noisy_other, t, cond, pooled)
     return relation_compelling_loss(
         pred_own, target_own, pred_other, target_other, config.positive_weight, config.negative_weight
     )
+
+
+def conditioned_prediction(pipe, latents: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor,
+                           pooled: torch.Tensor | None) -> torch.Tensor:
+    """The frozen UNet's prediction; SDXL also gets the (edited) pooled embeddings and the time ids of
+    the latents' resolution, as the pipeline's default sampling passes them."""
+    if pooled is None:
+        return unet_predict(pipe, latents, timesteps, cond)
+    resolution = latents.shape[-1] * pipe.vae_scale_factor
+    return unet_predict(pipe, latents, timesteps, cond, sdxl.added_conditions(pipe, pooled, resolution))
 
 
 @torch.no_grad()
@@ -357,6 +377,9 @@ def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | Sequence[Relat
     rc = RectifierConfig(text_width=width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers,
                          adjuster=config.adjuster, edit_positions=config.edit_positions,
                          antisymmetric=config.antisymmetric)
+    if sdxl.is_sdxl(pipe):  # the EOT row of both encoders' states, and the pooled embedding it feeds
+        rc.text_widths, rc.pooled_width = sdxl.text_widths(pipe), sdxl.pooled_width(pipe)
+        rc.text_width, rc.format_version = sum(rc.text_widths), 2
     specs = [] if spec is None else [spec] if isinstance(spec, RelationSpec) else list(spec)
     if specs:
         known = list(dict.fromkeys(t for s in specs for t in item_triplets(s)))

@@ -157,24 +157,44 @@ def check_model_folder(model: str) -> None:
                              "(convert the model with diffusers' save_pretrained(safe_serialization=True))")
 
 
+def _component_config(model: str, component: str) -> dict | None:
+    try:
+        config = json.loads((Path(model).expanduser() / component / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def model_text_width(model: str) -> int | None:
     """The text encoder width of a local model folder (None when unknown without loading it)."""
-    try:
-        config = json.loads((Path(model).expanduser() / "text_encoder" / "config.json").read_text(encoding="utf-8"))
-        width = config.get("hidden_size")
-    except (OSError, ValueError, AttributeError):
-        return None
+    width = (_component_config(model, "text_encoder") or {}).get("hidden_size")
     return width if isinstance(width, int) else None
 
 
-def check_rectifier_fits(rectifier, model: str) -> None:
-    """A rectifier for another text width is refused before the model loads."""
-    from rrnet.errors import CheckpointError
-
+def model_text_conditioning(model: str) -> tuple[list[int], int | None] | None:
+    """A local model folder's text widths, in `prompt_embeds` order, and its pooled width (SDXL's
+    text_encoder_2 projection; None for SD 1.x / 2.x); None when unknown without loading it."""
     width = model_text_width(model)
-    if width is not None and width != rectifier.config.text_width:
-        raise CheckpointError(f"rectifier was trained for a text encoder of width {rectifier.config.text_width}, "
-                              f"this model's is {width}")
+    if width is None:
+        return None
+    if not (Path(model).expanduser() / "text_encoder_2").is_dir():
+        return [width], None
+    second = _component_config(model, "text_encoder_2") or {}
+    width_2, pooled = second.get("hidden_size"), second.get("projection_dim")
+    if not (isinstance(width_2, int) and isinstance(pooled, int)):
+        return None
+    return [width, width_2], pooled
+
+
+def check_rectifier_fits(rectifier, model: str) -> None:
+    """A rectifier for other text encoders (another width, SD on SDXL or back) is refused before the model loads."""
+    from rrnet.errors import CheckpointError
+    from rrnet.rectifier import backbone_mismatch
+
+    found = model_text_conditioning(model)
+    problem = None if found is None else backbone_mismatch(rectifier.config, *found)
+    if problem is not None:
+        raise CheckpointError(problem)
 
 
 def check_triplet(triplet) -> None:

@@ -97,6 +97,9 @@ def _load(args, rectifier_path: str | None = None):
 
     rectifier = RelationRectifier.from_pretrained(rectifier_path) if rectifier_path else None
     pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
+    from rrnet.backbones.sdxl import refuse_sdxl
+
+    refuse_sdxl(pipe, "rrnet analyze")
     if rectifier is not None:
         rectifier.check_backbone(pipe)
         rectifier.to(pipe.device)

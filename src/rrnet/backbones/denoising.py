@@ -29,8 +29,16 @@ def latent_distribution(pipe, images: torch.Tensor, chunk: int = 4) -> tuple[tor
     return torch.cat(means) * scale, torch.cat(stds) * scale
 
 
-def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """Frozen UNet forward in its own dtype; the prediction comes back in fp32 for the loss."""
+def unet_predict(pipe, latents: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor,
+                 added_cond_kwargs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Frozen UNet forward in its own dtype; the prediction comes back in fp32 for the loss.
+
+    `added_cond_kwargs`: SDXL's global conditions (pooled text embeddings, time ids), see
+    `rrnet.backbones.sdxl.added_conditions`."""
     unet = pipe.unet
-    out = unet(latents.to(unet.dtype), timesteps, encoder_hidden_states=embeds.to(unet.dtype)).sample
+    if added_cond_kwargs is None:
+        out = unet(latents.to(unet.dtype), timesteps, encoder_hidden_states=embeds.to(unet.dtype)).sample
+    else:
+        out = unet(latents.to(unet.dtype), timesteps, encoder_hidden_states=embeds.to(unet.dtype),
+                   added_cond_kwargs=added_cond_kwargs).sample
     return out.float()

@@ -1,7 +1,9 @@
-"""Loading any Stable Diffusion model that diffusers can load, with clear errors for bad input."""
+"""Loading any Stable Diffusion model that diffusers can load (SD 1.x / 2.x, SDXL), with clear
+errors for bad input."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -23,8 +25,31 @@ def model_key(model_id: str | None) -> str | None:
     return model_id
 
 
+def pipeline_class_name(model: str) -> str | None:
+    """The pipeline class a model's `model_index.json` names (None when it cannot be read)."""
+    path = Path(model)
+    try:
+        if path.exists():
+            return json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+        from diffusers import DiffusionPipeline
+
+        return DiffusionPipeline.load_config(model).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def pipeline_class(model: str):
+    """`StableDiffusionXLPipeline` for a model whose index names it, else `StableDiffusionPipeline`."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from rrnet.backbones.sdxl import SDXL_CLASS
+
+    return StableDiffusionXLPipeline if pipeline_class_name(model) == SDXL_CLASS else StableDiffusionPipeline
+
+
 def load_pipeline(model: str, device: str | None = None, mixed_precision: str = "no", progress: bool = True):
-    """`StableDiffusionPipeline.from_pretrained` (hub id or local folder) on `device`.
+    """`StableDiffusionPipeline.from_pretrained` (hub id or local folder) on `device`; an SDXL
+    model (its `model_index.json` names `StableDiffusionXLPipeline`) loads as that class.
 
     `mixed_precision` sets the dtype of the frozen models; a rectifier always runs in fp32.
     """
@@ -42,10 +67,8 @@ def load_pipeline(model: str, device: str | None = None, mixed_precision: str = 
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # diffusers imports image-processor classes; their torchvision notes are noise here
     try:
-        from diffusers import StableDiffusionPipeline
-
         # safetensors only: a pickled .bin in a model folder is never unpickled
-        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=DTYPES[mixed_precision], use_safetensors=True)
+        pipe = pipeline_class(model).from_pretrained(model, dtype=DTYPES[mixed_precision], use_safetensors=True)
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RRNetError(f"could not load model {model!r}: {first}") from None

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rrnet.backbones.sdxl import refuse_sdxl
 from rrnet.baselines.checkpoint import RECORD_NAME, read_record
 from rrnet.baselines.config import normalize_kind
 from rrnet.baselines.lora import lora_applied
@@ -79,6 +80,7 @@ class PersonalizedMethod(_BaselineMethod):
 
     @contextmanager
     def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        refuse_sdxl(pipe, f"the {self.kind} baseline")
         with personalized_applied(pipe, self.checkpoint(spec)), torch.no_grad():
             yield _plain_conditioner(pipe)
 
@@ -90,6 +92,7 @@ class TextualInversionMethod(_BaselineMethod):
 
     @contextmanager
     def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        refuse_sdxl(pipe, f"the {self.kind} baseline")
         with textual_inversion_applied(pipe, self.checkpoint(spec)) as record, torch.no_grad():
             tokens, word = record["tokens"], record.get("replaces", spec.relation)
             shared = len(set(tokens.values())) == 1
@@ -108,6 +111,7 @@ class LoRAMethod(_BaselineMethod):
 
     @contextmanager
     def applied(self, pipe, spec: RelationSpec) -> Iterator[Conditioner]:
+        refuse_sdxl(pipe, f"the {self.kind} baseline")
         with lora_applied(pipe, self.checkpoint(spec)), torch.no_grad():
             yield _plain_conditioner(pipe)
 

@@ -38,8 +38,10 @@ def train_baseline(
     (and `checkpoint-N/` training states as `checkpointing` asks; it can resume from one).
     The pipeline is handed back unchanged.
     """
+    from rrnet.backbones.sdxl import refuse_sdxl
     from rrnet.locking import output_lock
 
+    refuse_sdxl(pipe, "baseline training")
     trainer = _trainers()[normalize_kind(kind)]
     with output_lock(output_dir):  # one writer per folder, from the first file to baseline.json
         return trainer(pipe, spec, config, output_dir, progress=progress, model_id=model_id, checkpointing=checkpointing)

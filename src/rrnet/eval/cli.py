@@ -144,6 +144,18 @@ def fid_options(args, device: str):
     return FIDOptions(reference=reference, extractor=extractor, weights=weights)
 
 
+def launch_processes(args):
+    """The run's processes (`rrnet.processes`); launched on several, each uses its own device
+    (its GPU by LOCAL_RANK, or the CPU) and only the main process shows progress."""
+    from rrnet.processes import current_processes
+
+    processes = current_processes(args.device)
+    if processes.several:
+        args.device = processes.device
+        args.no_progress = args.no_progress or not processes.is_main
+    return processes
+
+
 def run_evaluate(args) -> None:
     from rrnet.backbones.loading import default_device
     from rrnet.data import find_relations
@@ -151,6 +163,7 @@ def run_evaluate(args) -> None:
     from rrnet.eval.runner import evaluate
 
     check.check_run(args)
+    processes = launch_processes(args)
     settings = settings_from_args(args)
     specs = find_relations(args.benchmark, scenes=True)
     if args.relations:
@@ -163,6 +176,8 @@ def run_evaluate(args) -> None:
     fid = fid_options(args, args.device or default_device())
     results = evaluate(pipe_loader(args), args.model, specs, methods, judges, args.output_dir, settings, fid,
                        benchmark=str(Path(args.benchmark)), progress=not args.no_progress,
-                       include_dataset=args.include_dataset)
+                       include_dataset=args.include_dataset, processes=processes)
+    if not processes.is_main:
+        return
     print(summary_markdown(results))
     print(f"results in {Path(args.output_dir) / 'results.json'}, report {Path(args.output_dir) / 'table.md'}")

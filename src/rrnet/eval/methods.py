@@ -21,13 +21,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from rrnet.backbones.sdxl import SDXLConditioning
 from rrnet.data import RelationSpec
 from rrnet.data.scenes import SceneSpec
 from rrnet.errors import CheckpointError
 from rrnet.generate import alpha_label, prompt_embeddings
 from rrnet.rectifier_files import load_rectifier, rectifier_digest
 
-Conditioner = Callable[[str, float | None], torch.Tensor]
+Conditioner = Callable[[str, float | None], "torch.Tensor | SDXLConditioning"]  # SDXL: prompt and pooled embeddings
 
 
 @runtime_checkable

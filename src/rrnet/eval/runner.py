@@ -33,6 +33,7 @@ import dataclasses
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,12 +54,14 @@ from rrnet.eval.methods import Method, setting_label
 from rrnet.eval.metrics import (CATEGORIES, SceneTally, Tally, infer_category, scene_relation_counts, scene_tally,
                                 summarize, tally)
 from rrnet.generate import GenerationSettings, prompt_folder, sample_images
-from rrnet.locking import folder_lock
+from rrnet.processes import Processes, current_processes
 from rrnet.validation import check_prompts
 
 FORMAT = "rrnet-evaluation/1"
 PAPER_ALPHAS = (0.2, 0.4, 0.6, 1.0)
 RECORD_NAME = "generation.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -290,41 +293,25 @@ class GenerationReport:
 
     generated: int = 0
     stale: list[str] = field(default_factory=list)
+    per_process: list[int] = field(default_factory=list)  # images each process of the run made
 
 
 def generate_rows(
     load_pipe: Callable[[], Any], model_id: str, methods: Sequence[Method], rows: Sequence[Row],
-    settings: EvalSettings, progress: bool = True,
+    settings: EvalSettings, progress: bool = True, processes: Processes | None = None,
 ) -> GenerationReport:
     """Generate the images not on disk yet; the pipeline is only loaded if any are missing.
 
     Every folder is keyed by the content of what produces it (model, checkpoint) and by the
     settings: other settings are refused, other content makes the folder stale and it is made
     again. All conditionings are computed before the first image is written, so a prompt or
-    checkpoint that cannot be used stops the run before any work is written.
+    checkpoint that cannot be used stops the run before any work is written. With several
+    `processes` each samples its share of the batches (`generate_shared`).
     """
-    from rrnet.eval.provenance import model_digest
-
-    by_name = {m.name: m for m in methods}
-    rows = [Row(row.method, row.setting, [job for job in row.jobs if job.sources is None])
-            for row in rows if row.method in by_name]
-    report = GenerationReport()
-    model_fingerprint = model_digest(model_id)
-    fingerprints: dict[tuple[str, str], str | None] = {}
-    records: dict[Path, dict[str, Any]] = {}
-    for row in rows:
-        method = by_name[row.method]
-        for job in row.jobs:
-            key = (method.name, job.spec.name)
-            if key not in fingerprints:
-                fingerprint = getattr(method, "fingerprint", None)
-                fingerprints[key] = fingerprint(job.spec) if fingerprint else None
-            record = _record(job, method, model_id, settings,
-                             {"model": model_fingerprint, "checkpoint": fingerprints[key]})
-            if _check_record(job, record):
-                discard_images(job.folder)
-                report.stale.append(str(job.folder))
-            records[job.folder] = record
+    if processes is not None and processes.several:
+        return generate_shared(load_pipe, model_id, methods, rows, settings, processes, progress)
+    rows = _rows_to_generate(rows, methods)
+    report, records = _prepare_folders(model_id, methods, rows, settings)
     todo = missing_images(rows, settings)
     if todo == 0:
         return report
@@ -350,7 +337,42 @@ def generate_rows(
                 bar.update(_generate_job(pipe, conditioning[job.folder], job, records[job.folder], settings))
     bar.close()
     report.generated = todo
+    report.per_process = [todo]
     return report
+
+
+def _prepare_folders(model_id: str, methods: Sequence[Method], rows: Sequence[Row],
+                     settings: EvalSettings) -> tuple[GenerationReport, dict[Path, dict[str, Any]]]:
+    """Each folder's record (what makes its images); a folder made by other content is emptied
+    (stale), one made with other settings is refused."""
+    from rrnet.eval.provenance import model_digest
+
+    by_name = {m.name: m for m in methods}
+    report = GenerationReport()
+    model_fingerprint = model_digest(model_id)
+    fingerprints: dict[tuple[str, str], str | None] = {}
+    records: dict[Path, dict[str, Any]] = {}
+    for row in rows:
+        method = by_name[row.method]
+        for job in row.jobs:
+            key = (method.name, job.spec.name)
+            if key not in fingerprints:
+                fingerprint = getattr(method, "fingerprint", None)
+                fingerprints[key] = fingerprint(job.spec) if fingerprint else None
+            record = _record(job, method, model_id, settings,
+                             {"model": model_fingerprint, "checkpoint": fingerprints[key]})
+            if _check_record(job, record):
+                discard_images(job.folder)
+                report.stale.append(str(job.folder))
+            records[job.folder] = record
+    return report, records
+
+
+def _rows_to_generate(rows: Sequence[Row], methods: Sequence[Method]) -> list[Row]:
+    """The rows' jobs that sample their own images (not the dataset's, not reused base images)."""
+    names = {m.name for m in methods}
+    return [Row(row.method, row.setting, [job for job in row.jobs if job.sources is None])
+            for row in rows if row.method in names]
 
 
 def _generate_job(pipe, embeds, job: PromptJob, record: dict[str, Any], settings: EvalSettings) -> int:
@@ -373,6 +395,94 @@ def _generate_job(pipe, embeds, job: PromptJob, record: dict[str, Any], settings
         for offset, image in enumerate(images):
             save_image_atomic(image, paths[start + offset])
     return len(missing)
+
+
+Batch = tuple[int, int, int, int]  # (row, job, first image, images): one pipeline call
+
+
+def _batches(rows: Sequence[Row], settings: EvalSettings) -> list[Batch]:
+    """The missing images as the pipeline calls one process would make: each run of missing
+    images cut into `batch_size` pieces, so a share of them samples the very same batches."""
+    out = []
+    for r, row in enumerate(rows):
+        for j, job in enumerate(row.jobs):
+            missing = [k for k, p in enumerate(job.image_paths(settings.num_images)) if not image_ok(p)]
+            for start, count in _runs(missing):
+                out += [(r, j, first, min(settings.batch_size, start + count - first))
+                        for first in range(start, start + count, settings.batch_size)]
+    return out
+
+
+def generate_shared(
+    load_pipe: Callable[[], Any], model_id: str, methods: Sequence[Method], rows: Sequence[Row],
+    settings: EvalSettings, processes: Processes, progress: bool = True,
+) -> GenerationReport:
+    """`generate_rows` across processes: the main process checks every folder and writes its
+    record; each process samples its share of the batches (`split_between_processes`) and writes
+    only those images. Image k still uses seed + k in the same batch as in one process, so the
+    images are the ones one process makes. A process that fails stops every process."""
+    by_name = {m.name: m for m in methods}
+    rows = _rows_to_generate(rows, methods)
+    records: dict[Path, dict[str, Any]] = {}
+
+    def prepare() -> tuple[GenerationReport, list[Batch]]:
+        report, found = _prepare_folders(model_id, methods, rows, settings)
+        records.update(found)
+        return report, _batches(rows, settings)
+
+    report, batches = processes.from_main(prepare)
+    todo = sum(batch[3] for batch in batches)
+    if todo == 0:
+        return report
+    mine = processes.split(batches)
+    logger.info("process %d of %d: sampling %d of %d images", processes.index, processes.num_processes,
+                sum(batch[3] for batch in mine), todo)
+    groups: dict[tuple[str, str], list[Batch]] = {}  # (method, relation): this process's batches
+    for batch in mine:
+        job = rows[batch[0]].jobs[batch[1]]
+        groups.setdefault((job.method, job.spec.name), []).append(batch)
+    conditioning: dict[Path, Any] = {}
+    pipe = None
+    with processes.together():  # first pass: nothing is written until every conditioning works
+        pipe = load_pipe() if mine else None
+        for group in groups.values():
+            first = rows[group[0][0]].jobs[group[0][1]]
+            with by_name[first.method].applied(pipe, first.spec) as condition:
+                for r, j, _, _ in group:
+                    job = rows[r].jobs[j]
+                    if job.folder not in conditioning:
+                        conditioning[job.folder] = condition(job.prompt, job.setting)
+
+    def write_records() -> None:
+        jobs = {rows[r].jobs[j].folder: rows[r].jobs[j] for r, j, _, _ in batches}
+        for folder, job in jobs.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            seeds = {p.name: settings.seed + k for k, p in enumerate(job.image_paths(settings.num_images))}
+            atomic_write_text(folder / RECORD_NAME, json.dumps({**records[folder], "seeds": seeds}, indent=2) + "\n")
+
+    processes.from_main(write_records)  # a folder's record is on disk before any of its images
+    made = 0
+    with processes.together():
+        bar = tqdm(total=sum(batch[3] for batch in mine), desc="generate", unit="img", disable=not progress)
+        for group in groups.values():
+            first = rows[group[0][0]].jobs[group[0][1]]
+            with by_name[first.method].applied(pipe, first.spec):
+                for r, j, start, count in group:
+                    job = rows[r].jobs[j]
+                    sampling = GenerationSettings(
+                        num_images=count, seed=settings.seed + start, steps=settings.steps,
+                        guidance_scale=settings.guidance_scale, resolution=settings.resolution,
+                    )
+                    paths = job.image_paths(settings.num_images)
+                    for offset, image in enumerate(sample_images(pipe, conditioning[job.folder], sampling,
+                                                                 batch_size=settings.batch_size)):
+                        save_image_atomic(image, paths[start + offset])
+                    made += count
+                    bar.update(count)
+        bar.close()
+    report.generated = todo
+    report.per_process = processes.gather([made])
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,14 +521,7 @@ def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> lis
     todo = [p for p in paths if cache.get(p.name, {}).get("sha1") != hashes[p.name]]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        images = []
-        for p in chunk:
-            try:
-                with Image.open(p) as im:
-                    images.append(im.convert("RGB"))
-            except Exception as exc:  # PIL raises many unrelated types for broken files
-                raise DataError(f"{p}: not a readable image ({' '.join(str(exc).split())[:120]})") from None
-        results = judge.judge_scene(images, job.query) if scene else judge.judge(images, job.query)
+        results = _judge_files(judge, job, chunk)
         for p, result in zip(chunk, results, strict=True):
             cache[p.name] = {"sha1": hashes[p.name], **result.to_dict()}
         payload = {"judge": judge.describe(), "query": asdict(job.query), "results": cache}
@@ -431,12 +534,85 @@ def judge_job(judge: Judge, job: PromptJob, n: int, batch_size: int = 16) -> lis
     return out
 
 
+def _judge_files(judge: Judge, job: PromptJob, paths: Sequence[Path]) -> list[JudgeResult] | list[SceneResult]:
+    """The judge's verdicts on these image files of one prompt job."""
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        except Exception as exc:  # PIL raises many unrelated types for broken files
+            raise DataError(f"{p}: not a readable image ({' '.join(str(exc).split())[:120]})") from None
+    return judge.judge_scene(images, job.query) if isinstance(job.query, SceneQuery) else judge.judge(images, job.query)
+
+
+def judge_shared(judge: Judge, rows: Sequence[Row], settings: EvalSettings, processes: Processes,
+                 progress: bool = True) -> None:
+    """Judge every image without a cached verdict across processes: the main process lists them
+    (by image hash, as `judge_job` does), each process judges its share
+    (`split_between_processes`), and the main process gathers the verdicts (`gather_object`) and
+    alone writes the verdict caches. `judge_job` then finds every verdict cached."""
+    key = judge_key(judge)
+    jobs = list({job.folder: job for row in rows for job in row.jobs}.values())
+
+    def uncached() -> list[tuple[int, str, str]]:
+        todo = []
+        for i, job in enumerate(jobs):
+            cache = _load_cache(job.folder / f"judgement-{key}.json")
+            for path in job.image_paths(settings.num_images):
+                if not path.is_file():
+                    raise DataError(f"{path}: image missing; generate before judging")
+                sha1 = fidlib.file_sha1(path)
+                if cache.get(path.name, {}).get("sha1") != sha1:
+                    todo.append((i, path.name, sha1))
+        return todo
+
+    todo = processes.from_main(uncached)
+    mine = processes.split(todo)
+    logger.info("process %d of %d: judging %d of %d images (%s)", processes.index, processes.num_processes, len(mine),
+                len(todo), judge.label)
+    verdicts: list[tuple[int, str, str, dict[str, Any]]] = []
+    with processes.together():
+        bar = tqdm(total=len(mine), desc=f"judge ({judge.label})", unit="img", disable=not progress)
+        for i in dict.fromkeys(i for i, _, _ in mine):
+            job = jobs[i]
+            paths = {p.name: p for p in job.image_paths(settings.num_images)}
+            items = [item for item in mine if item[0] == i]
+            for start in range(0, len(items), settings.batch_size):
+                chunk = items[start:start + settings.batch_size]
+                results = _judge_files(judge, job, [paths[name] for _, name, _ in chunk])
+                verdicts += [(i, name, sha1, result.to_dict())
+                             for (_, name, sha1), result in zip(chunk, results, strict=True)]
+                bar.update(len(chunk))
+        bar.close()
+    gathered = processes.gather(verdicts)
+
+    def store() -> None:
+        for i in dict.fromkeys(i for i, _, _, _ in gathered):
+            job = jobs[i]
+            cache_path = job.folder / f"judgement-{key}.json"
+            cache = _load_cache(cache_path)
+            cache.update({name: {"sha1": sha1, **result} for j, name, sha1, result in gathered if j == i})
+            job.folder.mkdir(parents=True, exist_ok=True)
+            payload = {"judge": judge.describe(), "query": asdict(job.query), "results": cache}
+            atomic_write_text(cache_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+
+    processes.from_main(store)
+
+
 def judge_rows(judge: Judge, rows: Sequence[Row], settings: EvalSettings, progress: bool = True,
                per_prompt: dict[str, dict[str, Tally]] | None = None,
-               scenes: dict[str, list[tuple[PromptJob, list[SceneResult]]]] | None = None) -> dict[str, dict[str, Tally]]:
+               scenes: dict[str, list[tuple[PromptJob, list[SceneResult]]]] | None = None,
+               processes: Processes | None = None) -> dict[str, dict[str, Tally]]:
     """Per row label, per relation: the tally of this judge's verdicts over both prompts (and, into
     `per_prompt` when given, per row label and prompt: each direction on its own). Scene prompts are
-    judged too; their verdicts go, per row label, into `scenes` (see `summarize_scenes`)."""
+    judged too; their verdicts go, per row label, into `scenes` (see `summarize_scenes`). With
+    several `processes` the images are judged across them (`judge_shared`) and only the main
+    process counts: the others return {}."""
+    if processes is not None and processes.several:
+        judge_shared(judge, rows, settings, processes, progress)
+        if not processes.is_main:
+            return {}
     check = getattr(judge, "check", None)
     if check is not None:
         for job in rows[0].jobs if rows else []:
@@ -542,6 +718,7 @@ def evaluate(
     benchmark: str | None = None,
     progress: bool = True,
     include_dataset: bool = False,
+    processes: Processes | None = None,
 ) -> dict[str, Any]:
     """Generate what is missing, judge with each judge (loaded one at a time), count, write the report.
 
@@ -549,7 +726,14 @@ def evaluate(
     has finished and released the diffusion model. Everything checkable is checked before the
     first file is written; the output folder is locked for the run. `specs` may mix relations and
     scenes (`SceneSpec`).
+
+    Launched on several processes (`accelerate launch`, `torchrun`; `processes` defaults to what
+    the environment says, see `rrnet.processes`), every process calls this with the same
+    arguments: sampling and judging are split between them, the main process holds the lock,
+    writes every record and returns the results; the others return {}.
     """
+    processes = processes or current_processes()
+    progress = progress and processes.is_main
     settings = settings or EvalSettings()
     output_dir = Path(output_dir)
     if not specs:
@@ -563,9 +747,9 @@ def evaluate(
         rows.insert(0, dataset_row(specs, output_dir))
     reuse_base_images(rows, settings.num_images)
     check_inputs(model_id, specs, methods, judges, rows)
-    with folder_lock(output_dir):  # one writer: settings are checked and images written under it
+    with processes.main_lock(output_dir):  # one writer: settings are checked and images written under it
         return _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir, settings, fid, benchmark,
-                                progress, rows, categories)
+                                progress, rows, categories, processes)
 
 
 def check_inputs(model_id: str, specs: Sequence[Item], methods: Sequence[Method],
@@ -607,27 +791,31 @@ def check_scene_support(scenes: Sequence[SceneSpec], methods: Sequence[Method], 
 
 
 def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Path, settings: EvalSettings, fid,
-                     benchmark, progress, rows, categories) -> dict[str, Any]:
+                     benchmark, progress, rows, categories, processes: Processes) -> dict[str, Any]:
     from rrnet.eval.report import write_report
 
-    report = generate_rows(load_pipe, model_id, methods, rows, settings, progress)
+    report = generate_rows(load_pipe, model_id, methods, rows, settings, progress, processes)
 
     judged: dict[str, dict[str, Any]] = {row.label: {} for row in rows}
     judge_info = []
     for source in judges:
-        judge = as_judge(source)
+        with processes.together():  # every process loads the judge for its share of the images
+            judge = as_judge(source)
         if judge.label in (info["label"] for info in judge_info):
             raise RRNetError(f"two judges share the label {judge.label!r}")
         judge_info.append({"label": judge.label, "key": judge_key(judge), **judge.describe()})
         per_prompt: dict[str, dict[str, Tally]] = {}
         scene_verdicts: dict[str, list[tuple[PromptJob, list[SceneResult]]]] = {}
-        for label, per_relation in judge_rows(judge, rows, settings, progress, per_prompt, scene_verdicts).items():
+        for label, per_relation in judge_rows(judge, rows, settings, progress, per_prompt, scene_verdicts,
+                                              processes).items():
             judged[label][judge.label] = summarize(per_relation, categories, settings.confidence)
             judged[label][judge.label]["prompts"] = {prompt: counts.summary(settings.confidence)
                                                      for prompt, counts in per_prompt.get(label, {}).items()}
             if label in scene_verdicts:
                 judged[label][judge.label]["scenes"] = summarize_scenes(scene_verdicts[label], settings.confidence)
         del judge
+    if not processes.is_main:
+        return {}  # the main process counts, measures FID and writes the report
 
     fids: dict[str, float | None] = {row.label: None for row in rows}
     if fid is not None:
@@ -640,7 +828,8 @@ def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Pa
         "model": model_id,
         "benchmark": benchmark,
         "generation": {**asdict(settings), "seeds": settings.seeds(), "images_generated_this_run": report.generated,
-                       "stale_folders_regenerated": report.stale,
+                       "stale_folders_regenerated": report.stale, "processes": processes.num_processes,
+                       "images_generated_per_process": report.per_process or [0] * processes.num_processes,
                        "seed_rule": "image k of every prompt and setting uses seed + k"},
         "interval": f"Wilson score, {settings.confidence:.0%}",
         "relations": [
