@@ -175,11 +175,13 @@ GUARD_EPOCHS = 100
 
 @needs_shipped
 def test_training_a_rectifier_fixes_a_collapsed_pair(tmp_path):
-    """The headline claim, small and seeded: a short run on a collapsed train pair separates the
-    two prompts' EOT states and raises relation accuracy in both directions over the base model."""
+    """The headline claim, small and seeded: the demo's recipe on a collapsed train pair separates
+    the two prompts' EOT states and raises relation accuracy in both directions over the base model."""
     from rrnet.backbones.loading import load_pipeline
     from rrnet.data import load_relation
-    from rrnet.train import TrainConfig, train_rectifier
+    from rrnet.demo import DEMO_RECIPE
+    from rrnet.recipes import recipe_config
+    from rrnet.train import train_rectifier
     from rrnet.world.evaluate import score_prompt
     from rrnet.world.exemplars import write_relation_folder
     from rrnet.world.record import world_sampling
@@ -188,7 +190,7 @@ def test_training_a_rectifier_fixes_a_collapsed_pair(tmp_path):
     pipe = load_pipeline(str(SHIPPED), device="cpu", progress=False)
     a, relation, b = "red circle", "above", "blue square"  # a collapsed train pair
     data = write_relation_folder(tmp_path / "data", a, relation, b, n_images=5, size=32, seed=0)
-    rect, history = train_rectifier(pipe, load_relation(data), TrainConfig(epochs=GUARD_EPOCHS, learning_rate=2e-3, seed=0),
+    rect, history = train_rectifier(pipe, load_relation(data), recipe_config(DEMO_RECIPE, epochs=GUARD_EPOCHS, seed=0),
                                     progress=False)
     assert history[-1]["eot_cosine_base"] > 0.999
     assert history[-1]["eot_cosine"] < history[-1]["eot_cosine_base"] - 0.05

@@ -15,6 +15,9 @@ from rrnet.errors import RRNetError
 RECIPES: dict[str, dict[str, Any]] = {
     # the paper's: AdamW 3e-4, constant, 100 epochs of five pair steps, one timestep per step
     "official": {},
+    # the paper's steps at a higher learning rate: what `rrnet demo` uses on the mini world, where
+    # the paper's rate leaves one direction of a collapsed pair unrectified after 100 epochs
+    "high-lr": {"learning_rate": 2e-3},
     # only the learning rate raised, a fifth of the steps
     "lr-only": {"learning_rate": 1e-3, "epochs": 20},
     # a fifth of the steps: higher peak rate, short warm-up, cosine decay to zero

@@ -208,15 +208,16 @@ def default_rectifier(pipe, model_dir: str | Path, epochs: int | None = None, pr
     """The demo's rectifier for the mini-world model `model_dir`: trained once into the cache (keyed by
     the model's content and the epochs; default the demo's), then reused. Returns its folder."""
     from rrnet.backbones.clip_vocab import cache_dir
-    from rrnet.demo import DEMO_TRIPLET, train_demo_rectifier
+    from rrnet.demo import DEMO_RECIPE, DEMO_TRIPLET, train_demo_rectifier
+    from rrnet.recipes import recipe_config
     from rrnet.eval.provenance import model_digest
     from rrnet.locking import folder_lock
     from rrnet.train import TrainConfig, rectifier_finished
 
-    epochs = epochs or TrainConfig().epochs
+    epochs = epochs or recipe_config(DEMO_RECIPE).epochs
 
     slug = "_".join(" ".join(DEMO_TRIPLET).split())
-    entry = Path(cache or cache_dir() / "serve") / f"{model_digest(str(model_dir))}-{slug}-e{epochs}"
+    entry = Path(cache or cache_dir() / "serve") / f"{model_digest(str(model_dir))}-{slug}-{DEMO_RECIPE}-e{epochs}"
     folder = entry / "rectifier"
     if rectifier_finished(folder):
         print(f"rrnet serve: using the cached rectifier {folder}", file=sys.stderr)
@@ -224,7 +225,7 @@ def default_rectifier(pipe, model_dir: str | Path, epochs: int | None = None, pr
     with folder_lock(entry):
         if not rectifier_finished(folder):
             print(f"rrnet serve: no --rectifier given: training the demo's rectifier ({' '.join(DEMO_TRIPLET)}, "
-                  f"{epochs} epochs) into {folder}; later runs reuse it", file=sys.stderr)
+                  f"{DEMO_RECIPE} recipe, {epochs} epochs) into {folder}; later runs reuse it", file=sys.stderr)
             train_demo_rectifier(pipe, model_dir, entry, epochs, seed=TrainConfig().seed, progress=progress)
     return folder
 
