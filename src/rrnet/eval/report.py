@@ -52,22 +52,28 @@ def table_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _items_by_method(title: str, kind: str, items: list[dict], rows: list[dict], cell) -> str:
+    """One table: a row per item (relation or scene: name, category), a column per method setting;
+    `cell(row, item)` is the cell's text."""
+    header = [kind, "Category"] + [row["label"] for row in rows]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for item in items:
+        lines.append("| " + " | ".join([item["name"], item["category"], *(cell(row, item) for row in rows)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def relations_markdown(results: dict[str, Any]) -> str:
     """Per-relation relation accuracy (rows: relations; columns: method settings), one table per judge."""
     parts = []
-    rows = results["rows"]
     for judge in results["judges"]:
         label = judge["label"]
-        header = ["Relation", "Category"] + [row["label"] for row in rows]
-        lines = [f"Relation accuracy per relation, judge {label} (%):", "",
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for relation in results["relations"]:
-            cells = [relation["name"], relation["category"]]
-            for row in rows:
-                stats = row["judged"].get(label, {}).get("relations", {}).get(relation["name"])
-                cells.append(percent(stats["relation_accuracy"]) if stats else "–")
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines) + "\n")
+
+        def cell(row: dict, relation: dict) -> str:
+            stats = row["judged"].get(label, {}).get("relations", {}).get(relation["name"])
+            return percent(stats["relation_accuracy"]) if stats else "–"
+
+        parts.append(_items_by_method(f"Relation accuracy per relation, judge {label} (%):", "Relation",
+                                      results["relations"], results["rows"], cell))
     return "\n".join(parts)
 
 
@@ -127,16 +133,13 @@ def scenes_detail_markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
     for judge in results["judges"]:
         label = judge["label"]
-        header = ["Scene", "Category"] + [row["label"] for row in rows]
-        lines = [f"All relations correct per scene (its prompts pooled), judge {label} (%):", "",
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for scene in results["scenes"]:
-            cells = [scene["name"], scene["category"]]
-            for row in rows:
-                stats = scene_stats(row, label).get("scenes", {}).get(scene["name"])
-                cells.append(percent(stats["all_correct_rate"]) if stats else "–")
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines) + "\n")
+
+        def cell(row: dict, scene: dict) -> str:
+            stats = scene_stats(row, label).get("scenes", {}).get(scene["name"])
+            return percent(stats["all_correct_rate"]) if stats else "–"
+
+        parts.append(_items_by_method(f"All relations correct per scene (its prompts pooled), judge {label} (%):",
+                                      "Scene", results["scenes"], rows, cell))
         header = ["Prompt"] + [row["label"] for row in rows]
         lines = [f"Per prompt, judge {label} (%): all relations correct, then each relation's accuracy in prompt order:", "",
                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
