@@ -88,6 +88,32 @@ def prompts_of(recipe, splits) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def eot_separation(pipe, recipe, rectifiers: dict) -> list[dict]:
+    """Per split and generalist: cosine of the two object orders' rectified EOT vectors at alpha 1
+    (1.0 = the text encoder's collapse left as it is), over every relation of the split. Text only:
+    whether a generalist separates a pair at all, before asking whether it separates it the right way."""
+    import torch.nn.functional as F
+
+    from rrnet.tokens import tokenize_prompt
+
+    def eot(prompt: str, rectifier, alpha: float) -> torch.Tensor:
+        with torch.no_grad():
+            embeds = rectifier.prompt_embeds(pipe, [prompt], alpha=alpha)
+        return embeds[0, tokenize_prompt(pipe.tokenizer, prompt).eot_index]
+
+    out = []
+    for split in SPLITS:
+        relations = pair_relations(split_pairs(recipe, [split]))
+        for name in GENERALISTS:
+            if name not in rectifiers or not relations:
+                continue
+            cosines = [F.cosine_similarity(*(eot(prompt_for(x, r, y), rectifiers[name], 1.0) for x, y in ((a, b), (b, a))),
+                                           dim=0).item() for a, r, b in relations]
+            out.append({"split": split, "variant": name, "relations": len(relations),
+                        "mean": sum(cosines) / len(cosines), "min": min(cosines), "max": max(cosines)})
+    return out
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Pooled rates per split, variant and alpha, with the worst prompt."""
     out = []
@@ -115,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="outputs/generalist", help="exemplars and trained rectifiers")
     ap.add_argument("--output", default="benchmarks/results/generalist.json")
+    ap.add_argument("--eot_only", action="store_true", help="only the text-side check (rectified EOT cosines), no images")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -136,6 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     rectifiers = {name: load_rectifier(folder) for name, folder in folders.items()}
     result["training"] = {name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
                           for name, folder in folders.items()}
+    result["eot_cosine"] = eot_separation(pipe, recipe, rectifiers)
+    for e in result["eot_cosine"]:
+        print(f"{e['split']:8s} {e['variant']}: rectified EOT cosine of the two orders, alpha 1: "
+              f"mean {e['mean']:.4f} (min {e['min']:.4f}, max {e['max']:.4f}) over {e['relations']} relations")
+    if args.eot_only:
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        return
     started = time.time()
     for split, a, relation, b in prompts_of(recipe, args.splits):
         prompt = prompt_for(a, relation, b)
