@@ -66,11 +66,31 @@ def _loaded_after(code: str) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def loaded_by_each() -> dict[str, list[str]]:
+    """The rrnet modules each of APPLYING adds, imported one after another in one fresh interpreter.
+
+    As long as no module before it loaded training code, a training module that appears while
+    importing a module was loaded by that module, so one interpreter answers for all of them."""
+    script = (
+        "import importlib, json, sys\n"
+        "added = {}\n"
+        f"for name in {APPLYING!r}:\n"
+        "    before = set(sys.modules)\n"
+        "    importlib.import_module(name)\n"
+        "    added[name] = sorted(m for m in sys.modules if m.startswith('rrnet') and m not in before)\n"
+        "print(json.dumps(added))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("module", APPLYING)
-def test_evaluation_and_generation_load_no_training_code(module):
-    loaded = _loaded_after(f"import {module}")
-    assert module in loaded
-    assert [m for m in loaded if _is_training(m)] == []
+def test_evaluation_and_generation_load_no_training_code(module, loaded_by_each):
+    earlier = APPLYING[: APPLYING.index(module)]
+    assert not any(_is_training(m) for name in earlier for m in loaded_by_each[name]), "an earlier module loaded training code"
+    assert [m for m in loaded_by_each[module] if _is_training(m)] == []
 
 
 def test_evaluating_baselines_loads_no_training_code(tmp_path):
@@ -108,15 +128,32 @@ def test_the_subcommand_modules_are_found():
             "rrnet.demo"} <= set(_subcommand_modules())
 
 
+@pytest.fixture(scope="module")
+def cli_loaded_by_each() -> dict[str, bool]:
+    """For each sub-command module, imported and its parsers added one after another in one fresh
+    interpreter: whether `rrnet.cli` was loaded by then (once loaded it stays, so the first module
+    that loads it is the first True)."""
+    script = (
+        "import argparse, importlib, json, sys\n"
+        "seen = {}\n"
+        f"for name in {_subcommand_modules()!r}:\n"
+        "    m = importlib.import_module(name)\n"
+        "    sub = argparse.ArgumentParser().add_subparsers(dest='command')\n"
+        "    for attr in dir(m):\n"
+        "        if attr.startswith('add_') and attr.endswith('_parser'):\n"
+        "            getattr(m, attr)(sub)\n"
+        "    seen[name] = 'rrnet.cli' in sys.modules\n"
+        "print(json.dumps(seen))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("module", _subcommand_modules())
-def test_subcommand_modules_do_not_import_the_cli(module):
+def test_subcommand_modules_do_not_import_the_cli(module, cli_loaded_by_each):
     """Importing a sub-command module and adding its parser never loads `rrnet.cli`."""
-    code = (f"import argparse, {module} as m\n"
-            "sub = argparse.ArgumentParser().add_subparsers(dest='command')\n"
-            "for name in dir(m):\n"
-            "    if name.startswith('add_') and name.endswith('_parser'):\n"
-            "        getattr(m, name)(sub)\n")
-    assert "rrnet.cli" not in _loaded_after(code)
+    assert cli_loaded_by_each[module] is False
 
 
 def _imports_cli(tree: ast.AST) -> bool:
