@@ -21,6 +21,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_backbone(tmp_path_factory.mktemp("models") / "tiny-sd2", seed=0)
 
 
+@pytest.fixture(scope="module")
+def world_pipe():
+    """The shipped mini-world pipeline, loaded once per test module."""
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.world.record import shipped_backbone
+
+    pipe = load_pipeline(str(shipped_backbone()), device="cpu", progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @pytest.fixture()
 def tiny_pipe(tiny_model_dir):
     from rrnet.backbones.loading import load_pipeline

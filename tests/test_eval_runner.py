@@ -29,15 +29,6 @@ RELATIONS = [("red circle", "above", "blue square"), ("green triangle", "left of
 
 
 @pytest.fixture(scope="module")
-def world_pipe():
-    from rrnet.backbones.loading import load_pipeline
-
-    pipe = load_pipeline(str(shipped_backbone()), device="cpu", progress=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def benchmark(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bench")
     for a, rel, b in RELATIONS:

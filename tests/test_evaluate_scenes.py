@@ -36,15 +36,6 @@ SETTINGS = EvalSettings(num_images=2, seed=3, steps=2, guidance_scale=3.0, batch
 
 
 @pytest.fixture(scope="module")
-def world_pipe():
-    from rrnet.backbones.loading import load_pipeline
-
-    pipe = load_pipeline(str(shipped_backbone()), device="cpu", progress=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def mixed(tmp_path_factory) -> Path:
     """One relation folder and one scene folder (two exemplars per sub-folder)."""
     root = tmp_path_factory.mktemp("mixed")
