@@ -10,7 +10,8 @@ exemplars per folder):
 Both use the same recipe flags (antisymmetric, direction targets from the order-aware pairs).
 Then samples two-relation captions, each in all four arrangements, built from collapsed pairs
 (train-built and with a held-out pair, separately) and from control pairs, and reports the
-all-relations-correct rate, per-relation accuracy and object accuracy with 95 % Wilson intervals.
+all-relations-correct rate, per-relation accuracy and object accuracy with 95 % Wilson intervals,
+and draws a grid of base / summed / joint samples (each at its best alpha on train-built captions).
 Rows are saved as they finish; a rerun resumes.
 
     python -m benchmarks.multi_relation [--samples 100] [--alpha 0.8 1.2]
@@ -24,12 +25,15 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from benchmarks.common import grouped_rows, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
 from rrnet.generate import prompt_embeddings
+from rrnet.grid import image_grid, mosaic
+from rrnet.data.images import save_image_atomic
 from rrnet.rectifier_files import load_rectifier
 from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import (direction_prompt_pairs, order_aware_pairs, pair_relations, scene_relations,
@@ -83,13 +87,17 @@ def train_variants(pipe, recipe, work: Path, args) -> dict[str, Path]:
     return folders
 
 
-def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance) -> dict:
+def caption_embeds(pipe, triplets, alpha, rectifier) -> torch.Tensor:
+    """The caption's embeddings: the base model's, or rectified (the triplets read from the prompt)."""
     prompt = caption_for(triplets)
     with torch.no_grad():
         if rectifier is None:
-            embeds = prompt_embeddings(pipe, prompt, None, None)
-        else:
-            embeds = rectifier.prompt_embeds(pipe, prompt, alpha=alpha, strict=True)
+            return prompt_embeddings(pipe, prompt, None, None)
+        return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, strict=True)
+
+
+def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance) -> dict:
+    embeds = caption_embeds(pipe, triplets, alpha, rectifier)
     judged = [judge_relations(im, triplets) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
     return {"all_correct": rate(sum(j.all_correct for j in judged), n),
             "per_relation": [rate(sum(j.outcomes[k] == "correct" for j in judged), n) for k in range(len(triplets))],
@@ -105,6 +113,32 @@ def summarise(rows: list[dict]) -> list[dict]:
                                                       "n": sum(r["n"] for r in m["per_relation"])}),
                     "objects": pooled_rate(members, lambda m: m["objects"])})
     return out
+
+
+def best_alphas(summary: list[dict], variants) -> dict[str, float | None]:
+    """Each variant's alpha with the highest all-correct rate on collapsed train-built captions."""
+    best = {"base": None}
+    for variant in variants:
+        rows = [s for s in summary if s["variant"] == variant and s["group"] == "collapsed-train"]
+        if variant != "base" and rows:
+            best[variant] = max(rows, key=lambda s: s["all_correct"]["rate"])["alpha"]
+    return best
+
+
+def write_grid(pipe, recipe, rectifiers, alphas, path: Path, steps, guidance, seed: int) -> None:
+    """Rows: the first caption of each group in two arrangements; columns: base, summed, joint (4 samples each)."""
+    rows, labels = [], []
+    for group, scenes in caption_groups(recipe).items():
+        for triplets in arrangements(scenes[0])[::3]:
+            cells = []
+            for variant, alpha in alphas.items():
+                images = sample_arrays(pipe, caption_embeds(pipe, triplets, alpha, rectifiers.get(variant)), 4, seed,
+                                       steps, guidance)
+                cells.append(mosaic([Image.fromarray(im) for im in images]))
+            rows.append(cells)
+            labels.append(f"{group}: {caption_for(triplets)}")
+    columns = [v if a is None else f"{v} (alpha={a:g})" for v, a in alphas.items()]
+    save_image_atomic(image_grid(rows, labels, columns, label_width=300), path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="outputs/multi_relation")
     ap.add_argument("--output", default="benchmarks/results/multi_relation.json")
+    ap.add_argument("--grid", default="benchmarks/results/multi_relation_grid.png",
+                    help="base / summed / joint samples, each at its best alpha on collapsed train-built captions")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -165,7 +201,11 @@ def main(argv: list[str] | None = None) -> None:
                                       date=time.strftime("%Y-%m-%d"))
                         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
                 print(f"{prompt}: done ({time.time() - started:.0f} s)")
-    for s in summarise(list(rows.values())):
+    summary = summarise(list(rows.values()))
+    if args.grid:
+        write_grid(pipe, recipe, rectifiers, best_alphas(summary, args.variants), Path(args.grid), steps, guidance,
+                   args.seed)
+    for s in summary:
         alpha = "" if s["alpha"] is None else f" alpha={s['alpha']:g}"
         print(f"{s['group']:18s} {s['variant']}{alpha}: all correct {s['all_correct']['rate']:.3f}, per relation "
               f"{s['per_relation']['rate']:.3f}, objects {s['objects']['rate']:.3f}")

@@ -63,3 +63,25 @@ def test_step_cost_counts_less_work_for_the_fast_path(monkeypatch, capsys):
     assert 0 < fast < reference  # the same UNet work, without the reference's VAE encodes
     out = _run(step_cost, ["--shape", "tiny", "--memory", "--variants", "fast-bf16", "--threads", "1"], monkeypatch, capsys)
     assert "| fast |" in out and "| fast-bf16 |" in out
+
+
+def test_multi_relation_groups_split_captions_by_where_their_pairs_come_from():
+    from benchmarks.multi_relation import arrangements, best_alphas, caption_groups
+    from rrnet.world.record import load_recipe, shipped_backbone
+
+    recipe = load_recipe(shipped_backbone())
+    groups = caption_groups(recipe)
+    train = [{a, b} for a, b, _ in recipe.train_pairs]
+    heldout = [{a, b} for a, b, _ in recipe.heldout_pairs]
+    control = [{a, b} for a, b, _ in recipe.control_pairs]
+    assert all(all({t[0], t[2]} in train for t in scene) for scene in groups["collapsed-train"])
+    assert all(any({t[0], t[2]} in heldout for t in scene) for scene in groups["collapsed-heldout"])
+    assert all(all({t[0], t[2]} in control for t in scene) for scene in groups["control"])
+    scene = groups["control"][0]
+    four = arrangements(scene)
+    assert len({tuple(s) for s in four}) == 4 and four[0] == scene
+    assert four[3][0] == (scene[0][2], scene[0][1], scene[0][0]) and four[3][1] == (scene[1][2], scene[1][1], scene[1][0])
+    summary = [{"group": "collapsed-train", "variant": "joint", "alpha": a, "all_correct": {"rate": r}}
+               for a, r in ((0.8, 0.4), (1.2, 0.6))]
+    summary.append({"group": "control", "variant": "joint", "alpha": 0.8, "all_correct": {"rate": 0.99}})
+    assert best_alphas(summary, ["base", "joint"]) == {"base": None, "joint": 1.2}
