@@ -33,6 +33,25 @@ def test_train_then_generate_end_to_end(tiny_model_dir, relation_dir, tmp_path, 
     assert np.array_equal(first, np.asarray(Image.open(gen / "grid.png")))
 
 
+def test_generate_reads_every_relation_of_a_prompt_without_flags(tiny_model_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = RectifierConfig(text_width=32, hidden=8, joint_relations=True,
+                          triplets=[{"object_a": "red circle", "relation": "above", "object_b": "blue square"},
+                                    {"object_a": "green triangle", "relation": "left of", "object_b": "blue square"}])
+    RelationRectifier(cfg).save_pretrained(tmp_path / "r")
+    caption = "a yellow diamond above a white bar and a pink wedge left of the white bar"
+    gen = tmp_path / "g"
+    code, out, _ = _run(capsys, "generate", "--model", tiny_model_dir, "--rectifier", tmp_path / "r", "--prompt",
+                        caption, "a cat and a dog", "--alpha", 0, 1, "--num_images", 1, "--steps", 2,
+                        "--output_dir", gen, "--no_progress")
+    assert code == 0, out
+    record = json.loads((gen / "generation.json").read_text())
+    assert record["rectified"] == {caption: [["yellow diamond", "above", "white bar"], ["pink wedge", "left of", "white bar"]],
+                                   "a cat and a dog": []}
+    images = {k: np.asarray(Image.open(gen / paths[0])) for k, paths in record["images"][caption].items()}
+    assert not np.array_equal(*images.values())  # alpha 1 edits the caption; alpha 0 is the base model
+
+
 def _one_line_error(code, err, fragment):
     assert code == 2
     lines = [l for l in err.splitlines() if l.strip()]  # --no_progress: nothing else on stderr

@@ -156,10 +156,22 @@ def generate(
         rectifier.check_backbone(pipe)
     conditioning = {(index, alpha): prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
                     for index, prompt in enumerate(prompts) for alpha in alphas}
+    metadata = {**(metadata or {}), "rectified": rectified_relations(prompts, rectifier, triplet)}
     with output_lock(output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
         discard_generation(output_dir)
         return _generate_into(pipe, prompts, output_dir, alphas, conditioning, settings, triplet, progress, metadata)
+
+
+def rectified_relations(prompts: list[str], rectifier: RelationRectifier | None,
+                        triplet: tuple[str, str, str] | None) -> dict[str, list[list[str]]] | None:
+    """Per prompt, the (A, R, B) the rectifier edited (empty: passed through), so a record says
+    what was read from each prompt; None without a rectifier."""
+    if rectifier is None:
+        return None
+    if triplet is not None:
+        return {prompt: [list(triplet)] for prompt in prompts}
+    return {prompt: [[t.object_a, t.relation, t.object_b] for t in rectifier.find_triplets(prompt)] for prompt in prompts}
 
 
 def discard_generation(output_dir: Path) -> None:
