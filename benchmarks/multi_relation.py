@@ -6,7 +6,9 @@ exemplars per folder):
           own graph, summed at the EOT (the paper's Appendix E.2);
   joint   the same relations plus the two-relation captions built from train pairs (three-object
           exemplars; negatives swap one relation's objects at a time); a two-relation prompt gets
-          one adjustment from one graph.
+          one adjustment from one graph;
+  gated   the joint rectifier editing only the relations whose direction the text encoder loses
+          (`collapse_gate`: EOT cosine of "a A R a B" and "a B R a A" >= 0.99).
 Both use the same recipe flags (antisymmetric, direction targets from the order-aware pairs).
 Then samples two-relation captions, each in all four arrangements, built from collapsed pairs
 (train-built and with a held-out pair, separately) and from control pairs, and reports the
@@ -43,7 +45,10 @@ from rrnet.world.judge import judge_relations
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import caption_for, swap_clause
 
-VARIANTS = ("base", "summed", "joint")
+VARIANTS = ("base", "summed", "joint", "gated")
+# `gated`: the joint rectifier with `collapse_gate`, editing only relations whose two orders the text
+# encoder gives EOT states at least this similar (the world's collapsed pairs ~1.0, order-aware <= 0.75)
+GATE = 0.99
 GROUPS = ("collapsed-train", "collapsed-heldout", "control")
 PHRASES = ["above", "left of"]
 
@@ -87,17 +92,24 @@ def train_variants(pipe, recipe, work: Path, args) -> dict[str, Path]:
     return folders
 
 
-def caption_embeds(pipe, triplets, alpha, rectifier) -> torch.Tensor:
+def caption_embeds(pipe, triplets, alpha, rectifier, gate: float | None = None) -> torch.Tensor:
     """The caption's embeddings: the base model's, or rectified (the triplets read from the prompt)."""
     prompt = caption_for(triplets)
     with torch.no_grad():
         if rectifier is None:
             return prompt_embeddings(pipe, prompt, None, None)
-        return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, strict=True)
+        return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, strict=True, collapse_gate=gate)
 
 
-def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance) -> dict:
-    embeds = caption_embeds(pipe, triplets, alpha, rectifier)
+def variant_rectifier(rectifiers: dict, variant: str):
+    """(rectifier, collapse gate) of a variant; the base model has neither."""
+    if variant == "gated":
+        return rectifiers.get("joint"), GATE
+    return rectifiers.get(variant), None
+
+
+def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance, gate: float | None = None) -> dict:
+    embeds = caption_embeds(pipe, triplets, alpha, rectifier, gate)
     judged = [judge_relations(im, triplets) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
     return {"all_correct": rate(sum(j.all_correct for j in judged), n),
             "per_relation": [rate(sum(j.outcomes[k] == "correct" for j in judged), n) for k in range(len(triplets))],
@@ -132,8 +144,8 @@ def write_grid(pipe, recipe, rectifiers, alphas, path: Path, steps, guidance, se
         for triplets in arrangements(scenes[0])[::3]:
             cells = []
             for variant, alpha in alphas.items():
-                images = sample_arrays(pipe, caption_embeds(pipe, triplets, alpha, rectifiers.get(variant)), 4, seed,
-                                       steps, guidance)
+                images = sample_arrays(pipe, caption_embeds(pipe, triplets, alpha, *variant_rectifier(rectifiers, variant)),
+                                       4, seed, steps, guidance)
                 cells.append(mosaic([Image.fromarray(im) for im in images]))
             rows.append(cells)
             labels.append(f"{group}: {caption_for(triplets)}")
@@ -189,13 +201,14 @@ def main(argv: list[str] | None = None) -> None:
             for triplets in arrangements(scene):
                 prompt = caption_for(triplets)
                 for variant in args.variants:
+                    rectifier, gate = variant_rectifier(rectifiers, variant)
                     for alpha in ([None] if variant == "base" else args.alpha):
                         if (variant, alpha, prompt) in rows:
                             continue
                         row = {"group": group, "variant": variant, "alpha": alpha, "prompt": prompt,
                                "relations": [list(t) for t in triplets],
-                               **judge_caption(pipe, triplets, alpha, rectifiers.get(variant), args.samples, args.seed,
-                                               steps, guidance)}
+                               **judge_caption(pipe, triplets, alpha, rectifier, args.samples, args.seed, steps,
+                                               guidance, gate)}
                         rows[(variant, alpha, prompt)] = row
                         result.update(rows=list(rows.values()), summary=summarise(list(rows.values())),
                                       date=time.strftime("%Y-%m-%d"))

@@ -289,6 +289,17 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         found = self.find_triplets(prompt)
         return found[0] if found else None
 
+    def swap_cosine(self, pipe, triplet: Triplet) -> float:
+        """Cosine of the EOT states of "a A R a B" and "a B R a A" (R: the relation's longest known
+        phrase): near 1 where the text encoder loses the direction, which is what needs rectifying."""
+        phrases = [p for p, word in self.relation_phrases().items() if word == triplet.relation]
+        phrase = max(phrases, key=len) if phrases else triplet.relation
+        states = []
+        for a, b in ((triplet.object_a, triplet.object_b), (triplet.object_b, triplet.object_a)):
+            enc = encode_prompt(pipe, f"a {a} {phrase} a {b}")
+            states.append(enc.hidden[enc.tokens.eot_index].float())
+        return float(torch.nn.functional.cosine_similarity(states[0], states[1], dim=0))
+
     def prompt_graphs(self, pipe, triplets: Sequence[Triplet], prompt: EncodedPrompt) -> list:
         """The graphs whose prompt adjustments, summed, edit this prompt: one joint graph, or (for a
         rectifier trained on one relation per prompt) one graph per relation."""
@@ -312,6 +323,7 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         alpha: float = 0.6,
         triplet: tuple[str, str, str] | None = None,
         strict: bool = False,
+        collapse_gate: float | None = None,
     ) -> torch.Tensor | sdxl.SDXLConditioning:
         """Rectified `prompt_embeds` (B, L, D) for `pipe(prompt_embeds=...)`; alpha=0 is the base model.
 
@@ -326,6 +338,10 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         so the rectifier can sit in front of a pipeline for every prompt; `strict=True` makes that
         an error. `triplet` (A, R, B) overrides the parser; its direction is read from which
         object comes first in each prompt.
+
+        `collapse_gate` (e.g. 0.99) edits only the relations whose direction the text encoder
+        loses: a triplet whose two orders, "a A R a B" and "a B R a A", get EOT states with cosine
+        below the gate is already told apart by the encoder and is left as the base model draws it.
         """
         self.check_backbone(pipe)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -344,6 +360,11 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
                         raise PromptError(f"prompt {prompt!r} states no relation this rectifier knows ({known}) "
                                           "with objects on both sides")
                     logger.info("prompt %r states no relation this rectifier knows (%s): base embedding kept", prompt, known)
+                    continue
+            if collapse_gate is not None:
+                found = [t for t in found if self.swap_cosine(pipe, t) >= collapse_gate]
+                if not found:
+                    logger.info("prompt %r: the text encoder orders every relation it states: base embedding kept", prompt)
                     continue
             for graph in self.prompt_graphs(pipe, found, enc):
                 graphs.append(graph)
