@@ -13,7 +13,7 @@ Both use the same recipe flags (antisymmetric, direction targets from the order-
 Then samples two-relation captions, each in all four arrangements, built from collapsed pairs
 (train-built and with a held-out pair, separately) and from control pairs, and reports the
 all-relations-correct rate, per-relation accuracy and object accuracy with 95 % Wilson intervals,
-and draws a grid of base / summed / joint samples (each at its best alpha on train-built captions).
+and draws a grid of base / summed / joint / gated samples (each at its best alpha on train-built captions).
 Rows are saved as they finish; a rerun resumes.
 
     python -m benchmarks.multi_relation [--samples 100] [--alpha 0.8 1.2]
