@@ -50,6 +50,14 @@ def test_generate_reads_every_relation_of_a_prompt_without_flags(tiny_model_dir,
                                    "a cat and a dog": []}
     images = {k: np.asarray(Image.open(gen / paths[0])) for k, paths in record["images"][caption].items()}
     assert not np.array_equal(*images.values())  # alpha 1 edits the caption; alpha 0 is the base model
+    # a gate above any cosine: no relation counts as collapsed, nothing is edited
+    code, out, _ = _run(capsys, "generate", "--model", tiny_model_dir, "--rectifier", tmp_path / "r", "--prompt",
+                        caption, "--alpha", 0, 1, "--num_images", 1, "--steps", 2, "--collapse_gate", 1.5,
+                        "--output_dir", gen, "--no_progress")
+    record = json.loads((gen / "generation.json").read_text())
+    assert code == 0 and record["rectified"] == {caption: []} and record["settings"]["collapse_gate"] == 1.5
+    images = [np.asarray(Image.open(gen / paths[0])) for paths in record["images"][caption].values()]
+    assert np.array_equal(*images)
 
 
 def _one_line_error(code, err, fragment):

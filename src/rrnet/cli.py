@@ -84,6 +84,9 @@ def _generate_parser(sub) -> None:
                    help="the words to rectify (default: read from each prompt by the rectifier's relation phrases)")
     p.add_argument("--strict", action="store_true",
                    help="refuse a prompt with no relation the rectifier knows (default: keep its base embedding)")
+    p.add_argument("--collapse_gate", type=check.finite_float, default=_default_of(GenerationSettings, "collapse_gate"),
+                   help="edit only relations whose two object orders the text encoder gives EOT states at least "
+                        "this similar (e.g. 0.99; default: edit every relation found)")
     p.add_argument("--alpha", type=check.finite_float, nargs="+", default=list(_default_of(GenerationSettings, "alphas")))
     p.add_argument("--num_images", type=check.int_in(1, 100_000), default=_default_of(GenerationSettings, "num_images"))
     p.add_argument("--steps", type=check.int_in(1, 10_000), default=None, help="sampling steps (default: the model's record for the mini world, else 30)")
@@ -342,7 +345,7 @@ def run_generate(args) -> None:
             rectifier.to(pipe.device)
         settings = GenerationSettings(
             alphas=tuple(args.alpha), num_images=args.num_images, seed=args.seed, steps=args.steps,
-            guidance_scale=args.guidance_scale, resolution=args.resolution,
+            guidance_scale=args.guidance_scale, resolution=args.resolution, collapse_gate=args.collapse_gate,
         )
         meta = {"model": args.model, "rectifier": args.rectifier}
         result = generate(pipe, prompts, args.output_dir, rectifier, settings,

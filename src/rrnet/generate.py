@@ -22,7 +22,7 @@ from rrnet.backbones.sdxl import SDXLConditioning, negative_conditioning
 from rrnet.data import save_image_atomic
 from rrnet.grid import image_grid
 from rrnet.locking import output_lock
-from rrnet.rectifier import RelationRectifier, encode_prompt
+from rrnet.rectifier import RelationRectifier, Triplet, encode_prompt
 
 DEFAULT_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8)
 RECORD_NAME = "generation.json"
@@ -57,6 +57,8 @@ class GenerationSettings:
     steps: int = 30
     guidance_scale: float = 7.5
     resolution: int | None = None
+    # edit only relations whose two orders the text encoder collapses (RelationRectifier.prompt_embeds)
+    collapse_gate: float | None = None
 
 
 @dataclass
@@ -79,7 +81,7 @@ def prompt_folder(index: int, prompt: str) -> str:
 
 
 def prompt_embeddings(pipe, prompt: str, alpha: float | None, rectifier: RelationRectifier | None,
-                      triplet=None) -> torch.Tensor | SDXLConditioning:
+                      triplet=None, collapse_gate: float | None = None) -> torch.Tensor | SDXLConditioning:
     """The conditioning for one prompt: rectified at `alpha`, or the base model's when alpha is None
     (SDXL: prompt and pooled embeddings)."""
     if rectifier is None or alpha is None:
@@ -88,7 +90,7 @@ def prompt_embeddings(pipe, prompt: str, alpha: float | None, rectifier: Relatio
             dtype = pipe.text_encoder_2.dtype
             return SDXLConditioning(encoded.hidden.unsqueeze(0).to(dtype), encoded.pooled.unsqueeze(0).to(dtype))
         return encoded.hidden.unsqueeze(0).to(pipe.text_encoder.dtype)
-    return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, triplet=triplet)
+    return rectifier.prompt_embeds(pipe, prompt, alpha=alpha, triplet=triplet, collapse_gate=collapse_gate)
 
 
 def conditioning_kwargs(pipe, embeds: torch.Tensor | SDXLConditioning) -> dict[str, torch.Tensor]:
@@ -154,24 +156,30 @@ def generate(
     alphas: list[float | None] = list(settings.alphas) if rectifier is not None else [None]
     if rectifier is not None:
         rectifier.check_backbone(pipe)
-    conditioning = {(index, alpha): prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
+    conditioning = {(index, alpha): prompt_embeddings(pipe, prompt, alpha, rectifier, triplet, settings.collapse_gate)
                     for index, prompt in enumerate(prompts) for alpha in alphas}
-    metadata = {**(metadata or {}), "rectified": rectified_relations(prompts, rectifier, triplet)}
+    metadata = {**(metadata or {}), "rectified": rectified_relations(pipe, prompts, rectifier, triplet,
+                                                                     settings.collapse_gate)}
     with output_lock(output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
         discard_generation(output_dir)
         return _generate_into(pipe, prompts, output_dir, alphas, conditioning, settings, triplet, progress, metadata)
 
 
-def rectified_relations(prompts: list[str], rectifier: RelationRectifier | None,
-                        triplet: tuple[str, str, str] | None) -> dict[str, list[list[str]]] | None:
-    """Per prompt, the (A, R, B) the rectifier edited (empty: passed through), so a record says
-    what was read from each prompt; None without a rectifier."""
+def rectified_relations(pipe, prompts: list[str], rectifier: RelationRectifier | None,
+                        triplet: tuple[str, str, str] | None,
+                        collapse_gate: float | None = None) -> dict[str, list[list[str]]] | None:
+    """Per prompt, the (A, R, B) the rectifier edited (empty: passed through or gated out), so a
+    record says what was read from each prompt; None without a rectifier."""
     if rectifier is None:
         return None
-    if triplet is not None:
-        return {prompt: [list(triplet)] for prompt in prompts}
-    return {prompt: [[t.object_a, t.relation, t.object_b] for t in rectifier.find_triplets(prompt)] for prompt in prompts}
+    out = {}
+    for prompt in prompts:
+        found = [Triplet(*triplet)] if triplet is not None else rectifier.find_triplets(prompt)
+        if collapse_gate is not None:
+            found = [t for t in found if rectifier.swap_cosine(pipe, t) >= collapse_gate]
+        out[prompt] = [[t.object_a, t.relation, t.object_b] for t in found]
+    return out
 
 
 def discard_generation(output_dir: Path) -> None:
