@@ -32,10 +32,9 @@ from PIL import Image
 from benchmarks.common import grouped_rows, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
-from rrnet.data import load_relations
+from rrnet.data import load_relations, save_image_atomic
 from rrnet.generate import prompt_embeddings
 from rrnet.grid import image_grid, mosaic
-from rrnet.data.images import save_image_atomic
 from rrnet.rectifier_files import load_rectifier
 from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import (direction_prompt_pairs, order_aware_pairs, pair_relations, scene_relations,
@@ -47,7 +46,7 @@ from rrnet.world.vocab import caption_for, swap_clause
 
 VARIANTS = ("base", "summed", "joint", "gated")
 # `gated`: the joint rectifier with `collapse_gate`, editing only relations whose two orders the text
-# encoder gives EOT states at least this similar (the world's collapsed pairs ~1.0, order-aware <= 0.75)
+# encoder gives EOT states at least this similar (the world's collapsed pairs ~1.0, order-aware <= 0.69)
 GATE = 0.99
 GROUPS = ("collapsed-train", "collapsed-heldout", "control")
 PHRASES = ["above", "left of"]
@@ -138,7 +137,7 @@ def best_alphas(summary: list[dict], variants) -> dict[str, float | None]:
 
 
 def write_grid(pipe, recipe, rectifiers, alphas, path: Path, steps, guidance, seed: int) -> None:
-    """Rows: the first caption of each group in two arrangements; columns: base, summed, joint (4 samples each)."""
+    """Rows: the first caption of each group in two arrangements; columns: the variants (4 samples each)."""
     rows, labels = [], []
     for group, scenes in caption_groups(recipe).items():
         for triplets in arrangements(scenes[0])[::3]:
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", default="outputs/multi_relation")
     ap.add_argument("--output", default="benchmarks/results/multi_relation.json")
     ap.add_argument("--grid", default="benchmarks/results/multi_relation_grid.png",
-                    help="base / summed / joint samples, each at its best alpha on collapsed train-built captions")
+                    help="samples of each variant, each at its best alpha on collapsed train-built captions")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -176,8 +176,7 @@ def rectified_relations(pipe, prompts: list[str], rectifier: RelationRectifier |
     out = {}
     for prompt in prompts:
         found = [Triplet(*triplet)] if triplet is not None else rectifier.find_triplets(prompt)
-        if collapse_gate is not None:
-            found = [t for t in found if rectifier.swap_cosine(pipe, t) >= collapse_gate]
+        found = rectifier.collapsed_only(pipe, found, collapse_gate)
         out[prompt] = [[t.object_a, t.relation, t.object_b] for t in found]
     return out
 

@@ -300,6 +300,12 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
             states.append(enc.hidden[enc.tokens.eot_index].float())
         return float(torch.nn.functional.cosine_similarity(states[0], states[1], dim=0))
 
+    def collapsed_only(self, pipe, triplets: Sequence[Triplet], collapse_gate: float | None) -> list[Triplet]:
+        """The triplets a `collapse_gate` lets through (swap cosine >= the gate); all of them without one."""
+        if collapse_gate is None:
+            return list(triplets)
+        return [t for t in triplets if self.swap_cosine(pipe, t) >= collapse_gate]
+
     def prompt_graphs(self, pipe, triplets: Sequence[Triplet], prompt: EncodedPrompt) -> list:
         """The graphs whose prompt adjustments, summed, edit this prompt: one joint graph, or (for a
         rectifier trained on one relation per prompt) one graph per relation."""
@@ -361,11 +367,10 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
                                           "with objects on both sides")
                     logger.info("prompt %r states no relation this rectifier knows (%s): base embedding kept", prompt, known)
                     continue
-            if collapse_gate is not None:
-                found = [t for t in found if self.swap_cosine(pipe, t) >= collapse_gate]
-                if not found:
-                    logger.info("prompt %r: the text encoder orders every relation it states: base embedding kept", prompt)
-                    continue
+            found = self.collapsed_only(pipe, found, collapse_gate)
+            if not found:
+                logger.info("prompt %r: the text encoder orders every relation it states: base embedding kept", prompt)
+                continue
             for graph in self.prompt_graphs(pipe, found, enc):
                 graphs.append(graph)
                 owners.append(len(encoded) - 1)
