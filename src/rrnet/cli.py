@@ -418,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rrnet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from rrnet.processes import close_process_group
+
+        close_process_group()
     return 0
 
 

@@ -16,6 +16,8 @@ and `torchrun --nproc_per_node N -m rrnet ...` (gloo on CPU, NCCL on GPUs).
 
 from __future__ import annotations
 
+import sys
+
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -202,3 +204,12 @@ def current_processes(device: str | None = None) -> Processes:
         raise RRNetError(f"the launcher started {launched_world_size()} processes but they could not join one process "
                          f"group on device {kind!r}; give --device cpu or cuda")
     return Processes(state)
+
+
+def close_process_group() -> None:
+    """Tear down the run's process group, if one was started, before the interpreter exits: left
+    to exit-time destructors, gloo's threads can abort a finished process ("terminate called
+    without an active exception")."""
+    torch = sys.modules.get("torch")  # never import torch just to find there is nothing to close
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
