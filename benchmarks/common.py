@@ -88,6 +88,22 @@ def pooled_rate(members: list[dict], get) -> dict:
     return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))
 
 
+def judge_object(pipe, obj: str, alpha, rectifier, n: int, seed: int, steps: int, guidance: float) -> dict:
+    """Sample `n` images of the world's single-object caption of `obj` (through `rectifier` at `alpha`
+    unless alpha is None: a generalist passes such a prompt through) and judge whether `obj` is drawn."""
+    import torch
+
+    from rrnet.generate import prompt_embeddings
+    from rrnet.world.evaluate import sample_arrays
+    from rrnet.world.judge import find_objects
+    from rrnet.world.vocab import object_prompt
+
+    with torch.no_grad():
+        embeds = prompt_embeddings(pipe, object_prompt(obj), alpha, rectifier)
+    found = [obj in find_objects(im) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
+    return {"objects": rate(sum(found), n)}
+
+
 def judge_prompt(pipe, words: tuple[str, str, str], alpha, rectifier, triplet, n: int, seed: int, steps: int,
                  guidance: float) -> dict:
     """Sample `n` images of "a A R a B" (rectified at `alpha` unless it is None) and judge them exactly:

@@ -8,14 +8,18 @@ left of and right of; five rendered exemplars per folder), one rectifier per var
                  half the EOT difference of each prompt pair, see rrnet.direction_targets);
   paper+direction  the paper's graph with the same direction targets (which change matters);
 and, as baselines, the per-pair rectifier of one train relation applied to other pairs
-(`transfer`, the triplet given explicitly) and per-pair rectifiers trained on each held-out
-relation itself (`reference`, the only place a held-out pair is ever trained on).
+(`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
+relation itself (`reference`, the only place a held-out pair is ever trained on) and per-pair
+rectifiers trained on each train relation with the generalists' recipe (`per-pair`: the same
+epochs, so each relation gets as many pair steps as inside a generalist).
 Then samples every prompt of the chosen splits (both relations of each pair's axis, both object
 orders) with the base model and each variant at each alpha, judges every image exactly, and
-reports relation and object accuracy with 95 % Wilson intervals. The generalists read the
+reports relation and object accuracy with 95 % Wilson intervals. The `single` split is the world's
+single-object captions ("a photo of a red circle"), judged for the object alone: a generalist must
+leave prompts without a relation as they are. The generalists read the
 triplet from the prompt (no triplet is passed). Rows are saved as they finish; a rerun resumes.
 
-    python -m benchmarks.generalist [--samples 100] [--splits heldout train control] [--alpha 0.4 0.8 1.2]
+    python -m benchmarks.generalist [--samples 100] [--splits heldout train control single] [--alpha 0.4 0.8 1.2]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import grouped_rows, judge_prompt, pooled_rate
+from benchmarks.common import grouped_rows, judge_object, judge_prompt, pooled_rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
@@ -36,13 +40,13 @@ from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import direction_prompt_pairs, order_aware_pairs, pair_relations, split_pairs
 from rrnet.world.exemplars import folder_name, write_relation_folder
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
-from rrnet.world.vocab import prompt_for
+from rrnet.world.vocab import object_names, object_prompt, prompt_for
 
 GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
                "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True)}
-VARIANTS = ("base", *GENERALISTS, "transfer", "reference")
+VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "per-pair")
 TRANSFER_FROM = ("red circle", "above", "blue square")
-SPLITS = ("heldout", "train", "control")
+SPLITS = ("heldout", "train", "control", "single")
 
 
 def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
@@ -56,6 +60,7 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
     base = dict(epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed,
                 relations_per_step=args.relations_per_step, direction_weight=args.direction_weight)
     directions = direction_prompt_pairs(order_aware_pairs(recipe))
+    generalist_recipe = TrainConfig(**base)
     for name, (extra, uses_directions) in GENERALISTS.items():
         if name in variants:
             jobs[name] = (train_dirs, TrainConfig(**base, **extra), directions if uses_directions else None)
@@ -67,6 +72,9 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
             folder = write_relation_folder(work / "data" / "heldout", a, relation, b, n_images=args.exemplars,
                                            size=recipe.size, seed=args.seed)
             jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
+    if "per-pair" in variants:
+        for folder in train_dirs:
+            jobs[f"per-pair/{folder.name}"] = ([folder], generalist_recipe, None)
     folders = {}
     for name, (data, config, pairs) in jobs.items():
         out = work / "rectifiers" / name
@@ -80,9 +88,13 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
 
 
 def prompts_of(recipe, splits) -> list[tuple[str, str, str, str]]:
-    """(split, A, relation, B) for both object orders of each pair's relations."""
+    """(split, A, relation, B) for both object orders of each pair's relations; (single, X, "", "")
+    for each object's single-object caption."""
     out = []
     for split in splits:
+        if split == "single":
+            out += [("single", obj, "", "") for obj in object_names()]
+            continue
         for a, relation, b in pair_relations(split_pairs(recipe, [split])):
             out += [(split, a, relation, b), (split, b, relation, a)]
     return out
@@ -102,7 +114,7 @@ def eot_separation(pipe, recipe, rectifiers: dict) -> list[dict]:
         return embeds[0, tokenize_prompt(pipe.tokenizer, prompt).eot_index]
 
     out = []
-    for split in SPLITS:
+    for split in SPLITS[:-1]:
         relations = pair_relations(split_pairs(recipe, [split]))
         for name in GENERALISTS:
             if name not in rectifiers or not relations:
@@ -118,10 +130,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Pooled rates per split, variant and alpha, with the worst prompt."""
     out = []
     for (split, variant, alpha), members in grouped_rows(rows, "split", SPLITS, VARIANTS):
+        relational = split != "single"
         out.append({"split": split, "variant": variant, "alpha": alpha, "prompts": len(members),
-                    "relation": pooled_rate(members, lambda m: m["relation"]),
+                    "relation": pooled_rate(members, lambda m: m["relation"]) if relational else None,
                     "objects": pooled_rate(members, lambda m: m["objects"]),
-                    "worst_prompt_relation": min(m["relation"]["rate"] for m in members)})
+                    "worst_prompt_relation": min(m["relation"]["rate"] for m in members) if relational else None})
     return out
 
 
@@ -161,10 +174,14 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_pipeline(args.model, device="cpu", progress=False)
     folders = train_variants(pipe, recipe, args.variants, work, args)
     rectifiers = {name: load_rectifier(folder) for name, folder in folders.items()}
-    result["training"] = {name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
-                          for name, folder in folders.items()}
-    result["eot_cosine"] = eot_separation(pipe, recipe, rectifiers)
-    for e in result["eot_cosine"]:
+    # a run with fewer variants keeps what earlier runs recorded for the others
+    result["training"] = {**result.get("training", {}),
+                          **{name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
+                             for name, folder in folders.items()}}
+    separation = eot_separation(pipe, recipe, rectifiers)
+    measured = {(e["split"], e["variant"]) for e in separation}
+    result["eot_cosine"] = [e for e in result.get("eot_cosine", []) if (e["split"], e["variant"]) not in measured] + separation
+    for e in separation:
         print(f"{e['split']:8s} {e['variant']}: rectified EOT cosine of the two orders, alpha 1: "
               f"mean {e['mean']:.4f} (min {e['min']:.4f}, max {e['max']:.4f}) over {e['relations']} relations")
     if args.eot_only:
@@ -172,11 +189,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.time()
     for split, a, relation, b in prompts_of(recipe, args.splits):
-        prompt = prompt_for(a, relation, b)
+        prompt = object_prompt(a) if split == "single" else prompt_for(a, relation, b)
         settings_of = []
         for variant in args.variants:
             if variant == "base":
                 settings_of.append(("base", None, None, None))
+            elif split == "single" and variant not in GENERALISTS:
+                continue  # per-pair rectifiers are only ever given prompts of their own triplet
+            elif variant == "per-pair":
+                name = f"per-pair/{folder_name(*sorted_words(a, relation, b, recipe))}"
+                if name in rectifiers:  # train relations only
+                    settings_of += [(variant, alpha, rectifiers[name], None) for alpha in args.alpha]
             elif variant == "transfer":
                 settings_of += [(variant, alpha, rectifiers["transfer"], (a, relation, b)) for alpha in args.alpha]
             elif variant == "reference":
@@ -189,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
             key = (variant, alpha, prompt)
             if key in rows:
                 continue
-            row = {"split": split, "variant": variant, "alpha": alpha, "prompt": prompt,
-                   **judge_prompt(pipe, (a, relation, b), alpha, rectifier, triplet, args.samples, args.seed, steps, guidance)}
+            judged = (judge_object(pipe, a, alpha, rectifier, args.samples, args.seed, steps, guidance) if split == "single"
+                      else judge_prompt(pipe, (a, relation, b), alpha, rectifier, triplet, args.samples, args.seed, steps, guidance))
+            row = {"split": split, "variant": variant, "alpha": alpha, "prompt": prompt, **judged}
             rows[key] = row
             result["rows"] = list(rows.values())
             result["summary"] = summarise(result["rows"])
@@ -199,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{prompt}: done ({time.time() - started:.0f} s)")
     for s in summarise(list(rows.values())):
         alpha = "" if s["alpha"] is None else f" alpha={s['alpha']:g}"
-        print(f"{s['split']:8s} {s['variant']}{alpha}: relation {s['relation']['rate']:.3f} "
-              f"(worst prompt {s['worst_prompt_relation']:.2f}), objects {s['objects']['rate']:.3f}")
+        relation = "" if s["relation"] is None else \
+            f"relation {s['relation']['rate']:.3f} (worst prompt {s['worst_prompt_relation']:.2f}), "
+        print(f"{s['split']:8s} {s['variant']}{alpha}: {relation}objects {s['objects']['rate']:.3f}")
 
 
 def sorted_words(a: str, relation: str, b: str, recipe) -> tuple[str, str, str]:

@@ -4,7 +4,9 @@ Builds the SD 2.1-base architecture from its known configuration with random wei
 memory do not depend on weight values) at 512 px, and measures, in one run, the official-style
 reference loop (fp32, VAE encode every step, two UNet calls) and rrnet's fast path in several
 variants (cached latents and text, one UNet call; frozen models in fp32 or bf16; with gradient
-checkpointing; with torch.compile). Every variant shares one pipeline per dtype.
+checkpointing; with torch.compile). Every variant shares one pipeline per dtype. Each row also
+projects a whole training run for every named recipe (set-up plus the recipe's pair steps; a
+recipe whose pair step does more work, e.g. several timesteps, is timed with its own config).
 
     python -m benchmarks.gpu_train                       # on a CUDA GPU
     python -m benchmarks.gpu_train --device cpu --tiny   # the same code path, small, on a CPU
@@ -24,6 +26,7 @@ from benchmarks.common import benchmark_pipeline, benchmark_relation, fast_stepp
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import DTYPES
 from rrnet.backbones.shapes import SHAPES
+from rrnet.recipes import RECIPES, recipe_config
 from rrnet.train import TrainConfig
 
 # variant -> (dtype of the frozen models, gradient checkpointing, torch.compile)
@@ -86,21 +89,31 @@ def run_fast(pipe, spec, config: TrainConfig, steps: int, device: str) -> tuple[
     return times, setup + warm
 
 
-def row(method: str, times: list[float], setup: float, device: str) -> dict:
+def recipe_steps(name: str) -> int:
+    """Pair steps of a one-relation run under recipe `name` (five per epoch)."""
+    return recipe_config(name).epochs * 5
+
+
+def row(method: str, times: list[float], setup: float, device: str, recipes: list[str]) -> dict:
+    """Timing of one method; `recipes` are those whose whole run it projects (same work per pair step)."""
     sec = statistics.median(times)
     return {"method": method, "s_per_pair_step": sec, "s_per_pair_step_min": min(times), "setup_and_warmup_s": setup,
-            "projected_500_steps_s": setup + 500 * sec, "peak_gib": peak_gib(device)}
+            "projected_s": {name: setup + recipe_steps(name) * sec for name in recipes}, "peak_gib": peak_gib(device)}
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | s / pair step (median) | set-up + warm-up s | projected 500 pair steps s | vs reference | peak GPU memory GiB |",
-             "|---|---|---|---|---|---|"]
+    recipes = list(dict.fromkeys(name for r in rows for name in r["projected_s"]))
+    lines = ["| method | s / pair step (median) | set-up + warm-up s | "
+             + " | ".join(f"projected {name} run s ({recipe_steps(name)} steps)" for name in recipes)
+             + " | vs reference | peak GPU memory GiB |",
+             "|---|---|---|" + "---|" * len(recipes) + "---|---|"]
     ref = next((r["s_per_pair_step"] for r in rows if r["method"] == "reference"), None)
     for r in rows:
         mem = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
         ratio = f"{ref / r['s_per_pair_step']:.1f}x" if ref else "-"
+        projected = " | ".join(f"{r['projected_s'][n]:.1f}" if n in r["projected_s"] else "" for n in recipes)
         lines.append(f"| {r['method']} | {r['s_per_pair_step']:.4f} | {r['setup_and_warmup_s']:.1f} | "
-                     f"{r['projected_500_steps_s']:.1f} | {ratio} | {mem} |")
+                     f"{projected} | {ratio} | {mem} |")
     return "\n".join(lines)
 
 
@@ -111,6 +124,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed pair steps per method")
     ap.add_argument("--variants", nargs="+", default=["fast-fp32", "fast-bf16", "fast-bf16-ckpt", "fast-bf16-compile"],
                     choices=list(VARIANTS))
+    ap.add_argument("--recipes", nargs="+", default=["official", "fast"], choices=list(RECIPES),
+                    help="recipes whose whole training run each row projects")
     ap.add_argument("--skip_reference", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -133,7 +148,8 @@ def main() -> None:
     if not args.skip_reference:
         pipe = pipeline("no")
         reset_peak(args.device)
-        rows.append(row("reference", *run_reference(pipe, spec, TrainConfig(seed=0), args.steps, args.device), args.device))
+        rows.append(row("reference", *run_reference(pipe, spec, TrainConfig(seed=0), args.steps, args.device), args.device,
+                        ["official"]))
         print(json.dumps(rows[-1]), flush=True)
     for variant in args.variants:
         precision, checkpointing, compiled = VARIANTS[variant]
@@ -141,10 +157,17 @@ def main() -> None:
         if compiled:  # compiling is in place: later variants would inherit it, so build a fresh pipeline
             pipes.clear()
             pipe = pipeline(precision)
-        reset_peak(args.device)
-        config = TrainConfig(seed=0, gradient_checkpointing=checkpointing, compile_unet=compiled)
-        rows.append(row(variant, *run_fast(pipe, spec, config, args.steps, args.device), args.device))
-        print(json.dumps(rows[-1]), flush=True)
+        # recipes grouped by the work of one pair step (timesteps drawn per step); one timed row per group
+        groups: dict[int, list[str]] = {}
+        for name in args.recipes:
+            groups.setdefault(recipe_config(name).timesteps_per_step, []).append(name)
+        for per_step, names in sorted(groups.items()):
+            reset_peak(args.device)
+            config = TrainConfig(seed=0, gradient_checkpointing=checkpointing, compile_unet=compiled,
+                                 timesteps_per_step=per_step)
+            label = variant if per_step == 1 else f"{variant}, {per_step} timesteps per step"
+            rows.append(row(label, *run_fast(pipe, spec, config, args.steps, args.device), args.device, names))
+            print(json.dumps(rows[-1]), flush=True)
         if compiled:
             pipes.clear()
     print(markdown(rows))

@@ -19,8 +19,12 @@ def test_gpu_train_runs_on_cpu_with_the_tiny_shape(monkeypatch, capsys, tmp_path
     out = _run(gpu_train, ["--device", "cpu", "--tiny", "--steps", "1", "--variants", "fast-fp32", "fast-bf16-ckpt",
                            "--json", str(tmp_path / "rows.json")], monkeypatch, capsys)
     assert "| reference |" in out and "| fast-fp32 |" in out and "| fast-bf16-ckpt |" in out
+    assert "projected official run s (500 steps)" in out and "projected fast run s (100 steps)" in out
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["reference", "fast-fp32", "fast-bf16-ckpt"]
+    assert set(rows[0]["projected_s"]) == {"official"} and set(rows[1]["projected_s"]) == {"official", "fast"}
+    fast = rows[1]
+    assert fast["projected_s"]["fast"] == pytest.approx(fast["setup_and_warmup_s"] + 100 * fast["s_per_pair_step"])
 
 
 def test_gpu_train_refuses_cuda_without_a_gpu(monkeypatch, capsys):

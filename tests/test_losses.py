@@ -34,6 +34,16 @@ def test_timestep_distribution_follows_one_minus_half_cosine():
     assert draws.min() >= 0 and draws.max() < 1000
 
 
+def test_timestep_minimum_keeps_only_late_timesteps_in_their_importance_proportions():
+    g = torch.Generator().manual_seed(0)
+    late = torch.cat([sample_timestep(1000, g, minimum=0.5) for _ in range(4000)])
+    assert late.min() >= 500 and late.max() < 1000
+    # within the kept range the importance weights still apply: p(999) / p(500) = 1.5 / 1.0
+    assert (late >= 750).float().mean() > 0.53
+    uniform = torch.cat([sample_timestep(1000, g, importance=False, minimum=0.8) for _ in range(2000)])
+    assert uniform.min() >= 800 and abs((uniform >= 900).float().mean().item() - 0.5) < 0.05
+
+
 def test_velocity_target_for_v_prediction_models():
     sched = DDPMScheduler(prediction_type="v_prediction")
     z, eps, t = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2), torch.tensor([10, 900])

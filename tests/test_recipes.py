@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 
 from benchmarks.common import rate
-from benchmarks.time_to_quality import summarise
+from benchmarks.time_to_quality import best_alpha, summarise
 from rrnet.errors import RRNetError
 from rrnet.recipes import RECIPES, recipe_config
 from rrnet.train import TrainConfig
@@ -22,6 +22,14 @@ def test_every_recipe_is_a_valid_config_and_short_ones_take_a_fifth_of_the_steps
     for name in RECIPES:
         recipe_config(name).check()
     assert recipe_config("fast").epochs * 5 <= TrainConfig().epochs
+
+
+def test_each_recipe_option_changes_only_what_it_names():
+    """A recipe differs from the paper's config in exactly the values it lists (and its name)."""
+    official = asdict(TrainConfig())
+    for name, values in RECIPES.items():
+        changed = {k for k, v in asdict(recipe_config(name)).items() if official[k] != v}
+        assert changed == set(values) | ({"recipe"} if name != "official" else set())
 
 
 def test_unknown_recipe_is_one_clear_error():
@@ -73,4 +81,46 @@ def test_recipe_official_trains_the_library_defaults_bit_for_bit(tiny_model_dir,
         assert torch.equal(weights["plain"][key], value) and torch.equal(weights["official"][key], value)
     assert any(not torch.equal(weights["fast"][k], weights["official"][k]) for k in weights["fast"])
     trained = json.loads((tmp_path / "fast" / "config.json").read_text())["training"]
-    assert trained["recipe"] == "fast" and trained["lr_schedule"] == "cosine" and trained["epochs"] == 2
+    assert trained["recipe"] == "fast" and trained["timestep_min"] == 0.7 and trained["epochs"] == 2
+
+
+def test_best_alpha_is_the_most_accurate_and_ties_go_to_the_weaker_edit():
+    judged = {"0.6": {"relation": rate(40, 100)}, "1": {"relation": rate(70, 100)}, "1.4": {"relation": rate(70, 100)}}
+    assert best_alpha(judged) == "1"
+    assert best_alpha({"1.4": {"relation": rate(5, 10)}, "0.6": {"relation": rate(5, 10)}}) == "0.6"
+
+
+def test_time_to_quality_quick_runs_end_to_end_and_merges(tmp_path):
+    """The benchmark trains, checkpoints and judges on the shipped mini world in seconds; two
+    result files of the same settings merge into one whose summary covers both."""
+    import json
+
+    import torch
+
+    from benchmarks import time_to_quality
+
+    torch.set_num_threads(1)
+    out = tmp_path / "ttq.json"
+    time_to_quality.main(["--quick", "--recipes", "official", "fast", "--alphas", "0.8", "--threads", "1",
+                          "--work", str(tmp_path / "work"), "--output", str(out)])
+    result = json.loads(out.read_text())
+    official = [r for r in result["rows"] if r["recipe"] == "official"]
+    assert [r["steps"] for r in official] == [5, 10] and [r["final"] for r in official] == [False, True]
+    assert [r["steps"] for r in result["rows"] if r["recipe"] == "fast"] == [5]
+    final = official[-1]
+    assert final["alpha"] == 0.8 and set(final["alphas"]) == {"0.8"} and final["relation"]["n"] == 8
+    assert set(result["summary"]["recipes"]) == {"official", "fast"}
+    assert out.with_suffix(".png").is_file()
+    time_to_quality.main(["--quick", "--timing", "--recipes", "fast", "--alphas", "0.8", "--threads", "1",
+                          "--work", str(tmp_path / "work"), "--output", str(out)])
+    timing = json.loads(out.read_text())["timing"]["fast"]
+    assert timing["steps"] == 5 and len(timing["seconds"]) == 1
+
+    other = json.loads(out.read_text())
+    for row in other["rows"]:
+        row["seed"] = 1
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    merged = tmp_path / "merged.json"
+    time_to_quality.main(["--merge", str(out), str(tmp_path / "seed1.json"), "--output", str(merged)])
+    rows = json.loads(merged.read_text())["rows"]
+    assert len(rows) == 2 * len(result["rows"]) and {r["seed"] for r in rows} == {0, 1}

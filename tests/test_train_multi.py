@@ -213,3 +213,17 @@ def test_recipe_options_change_only_what_they_say(tiny_pipe, relation_dir, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(_weights(whole).values(), _weights(resumed).values()))
     with pytest.raises(RRNetError, match="lr_schedule"):
         TrainConfig(lr_schedule="linear").check()
+
+
+def test_timestep_floor_is_checked_and_changes_the_weights(tiny_pipe, relation_dir):
+    """`timestep_min` outside [0, 1) is one clear error; inside, it draws other timesteps and so
+    trains other weights than the paper's whole range (same seed)."""
+    from rrnet.data import load_relation
+
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(RRNetError, match="timestep_min"):
+            TrainConfig(timestep_min=bad).check()
+    spec = load_relation(relation_dir)
+    whole, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, **SMALL), progress=False)
+    late, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, timestep_min=0.7, **SMALL), progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(whole).values(), _weights(late).values()))

@@ -62,6 +62,9 @@ def _train_parser(sub) -> None:
                         help="learning rate over the run (diffusers' schedules), after --warmup_steps; "
                              + _recipe_help("lr_schedule"))
     recipe.add_argument("--warmup_steps", type=check.int_in(0, 10**9), default=None, help=_recipe_help("warmup_steps"))
+    recipe.add_argument("--timestep_min", type=check.fraction, default=None,
+                        help="draw training timesteps only from t >= this fraction of T, where layout is decided; "
+                             + _recipe_help("timestep_min"))
     p.add_argument("--hidden_size", type=check.int_in(1, 65536), default=default("hidden"))
     p.add_argument("--heads", type=check.int_in(1, 64), default=default("heads"))
     p.add_argument("--num_layers", type=check.int_in(1, 64), default=default("num_layers"))
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # flags whose default is the chosen recipe's value (None on the command line: "not given")
-RECIPE_FLAGS = ("epochs", "learning_rate", "timesteps_per_step", "lr_schedule", "warmup_steps")
+RECIPE_FLAGS = ("epochs", "learning_rate", "timesteps_per_step", "lr_schedule", "warmup_steps", "timestep_min")
 
 
 def _recipe_help(name: str) -> str:

@@ -22,9 +22,16 @@ def timestep_probabilities(num_train_timesteps: int, strength: float = 0.5) -> t
 
 
 def sample_timestep(
-    num_train_timesteps: int, generator: torch.Generator, importance: bool = True, strength: float = 0.5
+    num_train_timesteps: int, generator: torch.Generator, importance: bool = True, strength: float = 0.5,
+    minimum: float = 0.0,
 ) -> torch.Tensor:
-    """One timestep (shape (1,)), drawn from the importance distribution or uniformly."""
+    """One timestep (shape (1,)), drawn from the importance distribution or uniformly; with `minimum`
+    > 0, only from t >= minimum * T (the noise levels at which a layout is still being decided)."""
+    if minimum > 0:
+        probs = (timestep_probabilities(num_train_timesteps, strength) if importance
+                 else torch.ones(num_train_timesteps, dtype=torch.float32))
+        probs[: int(minimum * num_train_timesteps)] = 0
+        return torch.multinomial(probs / probs.sum(), 1, generator=generator)
     if importance:
         probs = timestep_probabilities(num_train_timesteps, strength)
         return torch.multinomial(probs, 1, generator=generator)

@@ -78,6 +78,7 @@ class TrainConfig:
     disentangle: bool = True
     disentangle_noise: float = 0.05
     importance_sampling: bool = True
+    timestep_min: float = 0.0  # draw timesteps only from t >= timestep_min * T (0: the whole range)
     resolution: int | None = None
     hidden: int = 512
     heads: int = 2
@@ -108,6 +109,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise RRNetError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.timestep_min, (int, float)) or not 0 <= self.timestep_min < 1:
+            raise RRNetError(f"timestep_min must be in [0, 1), got {self.timestep_min!r}")
         if self.learning_rate <= 0:
             raise RRNetError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -299,7 +302,8 @@ def pair_step_loss(
             owns.append(own)
             others.append(negative_latents(own))
             noises.append(torch.randn(own.shape, generator=generator).to(device))
-            t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling)
+            t = sample_timestep(noise_scheduler.config.num_train_timesteps, generator, config.importance_sampling,
+                                minimum=config.timestep_min)
             steps.append(t.to(device).expand(len(sides)))
         conds += [conds[-1]] * (config.timesteps_per_step - 1)
         pooleds += pooleds[-1:] * (config.timesteps_per_step - 1)

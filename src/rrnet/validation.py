@@ -75,6 +75,14 @@ def int_in(low: int, high: int):
     return parse
 
 
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 up to (not including) 1, got {text!r}")
+    return value
+
+
 def seed(text: str) -> int:
     value = _number(text, int)
     if not 0 <= value <= MAX_SEED - 1_000_000:
