@@ -35,7 +35,7 @@ _BASELINE = [("epochs", "epochs"), ("learning_rate", "learning_rate"), ("batch_s
 # (command, flag dest, dataclass, field)
 FLAGS = [
     *(("train", dest, TrainConfig, field) for dest, field in [
-        ("recipe", "recipe"), ("weight_decay", "weight_decay"),
+        ("weight_decay", "weight_decay"),
         ("positive_weight", "positive_weight"), ("negative_weight", "negative_weight"),
         ("disentangle_noise", "disentangle_noise"), ("direction_weight", "direction_weight"),
         ("relations_per_step", "relations_per_step"), ("hidden_size", "hidden"),
@@ -83,8 +83,17 @@ def test_flag_default_follows_the_dataclass(command, dest, config, field, monkey
 
 
 def test_train_flags_describe_the_default_config():
-    """The `--no_X` switches and the plain flags, all left out, give `TrainConfig()`."""
-    assert train_config_from_args(_parse("train")) == TrainConfig()
+    """The `--no_X` switches and the plain flags, all left out (with the paper's recipe), give `TrainConfig()`."""
+    assert train_config_from_args(build_parser().parse_args(MINIMAL["train"] + ["--recipe", "official"])) == TrainConfig()
+
+
+def test_train_without_a_recipe_uses_the_default_recipe():
+    """`--recipe` is the one training flag whose default is not `TrainConfig`'s (the paper's): the
+    command line trains with `DEFAULT_RECIPE`, everything else the recipe leaves alone stays the paper's."""
+    from rrnet.recipes import DEFAULT_RECIPE, recipe_config
+
+    assert _parse("train").recipe == DEFAULT_RECIPE
+    assert train_config_from_args(_parse("train")) == recipe_config(DEFAULT_RECIPE)
 
 
 @pytest.mark.parametrize("kind", list(CLI_KINDS))

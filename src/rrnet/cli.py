@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _train_parser(sub) -> None:
-    from rrnet.recipes import RECIPES
+    from rrnet.recipes import DEFAULT_RECIPE, RECIPES
     from rrnet.train import LR_SCHEDULES, TrainConfig
 
     def default(name: str):
@@ -32,8 +32,9 @@ def _train_parser(sub) -> None:
                         "folders of relation folders: one rectifier learns them all")
     p.add_argument("--relations_per_step", type=check.int_in(1, 4096), default=default("relations_per_step"),
                    help="with several relations: how many share one optimiser step (one UNet batch; lower it if memory runs out)")
-    p.add_argument("--recipe", choices=list(RECIPES), default=default("recipe"),
-                   help="training preset (rrnet.recipes); flags given explicitly override its values")
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"training preset (rrnet.recipes; default {DEFAULT_RECIPE}, `official` is the paper's); "
+                        "flags given explicitly override its values")
     p.add_argument("--epochs", type=check.positive_int, default=None, help=_recipe_help("epochs"))
     p.add_argument("--learning_rate", type=check.positive_float, default=None, help=_recipe_help("learning_rate"))
     p.add_argument("--weight_decay", type=check.non_negative_float, default=default("weight_decay"))
@@ -54,7 +55,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--edit_after_eot", action="store_true",
                    help="ablation: add the adjustment at every position after the EOT (padding) as well")
     p.add_argument("--no_importance_sampling", action="store_true", help="uniform timesteps instead of p(t) ~ 1 - 0.5 cos(pi t/T)")
-    recipe = p.add_argument_group("recipe options beyond the paper's (defaults: the paper's)")
+    recipe = p.add_argument_group("recipe options beyond the paper's (defaults: the --recipe's)")
     recipe.add_argument("--timesteps_per_step", type=check.int_in(1, 256), default=None,
                         help="noise draws and timesteps per side in one pair step, in one batched UNet call; "
                              + _recipe_help("timesteps_per_step"))
