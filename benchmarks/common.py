@@ -88,19 +88,26 @@ def pooled_rate(members: list[dict], get) -> dict:
     return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))
 
 
-def judge_object(pipe, obj: str, alpha, rectifier, n: int, seed: int, steps: int, guidance: float) -> dict:
-    """Sample `n` images of the world's single-object caption of `obj` (through `rectifier` at `alpha`
-    unless alpha is None: a generalist passes such a prompt through) and judge whether `obj` is drawn."""
+def sampled_images(pipe, prompt: str, alpha, rectifier, triplet, n: int, seed: int, steps: int, guidance: float):
+    """`n` images of `prompt` as arrays, rectified at `alpha` unless it is None."""
     import torch
 
     from rrnet.generate import prompt_embeddings
     from rrnet.world.evaluate import sample_arrays
+
+    with torch.no_grad():
+        embeds = prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)
+    return sample_arrays(pipe, embeds, n, seed, steps, guidance)
+
+
+def judge_object(pipe, obj: str, alpha, rectifier, n: int, seed: int, steps: int, guidance: float) -> dict:
+    """Sample `n` images of the world's single-object caption of `obj` (through `rectifier` at `alpha`
+    unless alpha is None: a generalist passes such a prompt through) and judge whether `obj` is drawn."""
     from rrnet.world.judge import find_objects
     from rrnet.world.vocab import object_prompt
 
-    with torch.no_grad():
-        embeds = prompt_embeddings(pipe, object_prompt(obj), alpha, rectifier)
-    found = [obj in find_objects(im) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
+    found = [obj in find_objects(im)
+             for im in sampled_images(pipe, object_prompt(obj), alpha, rectifier, None, n, seed, steps, guidance)]
     return {"objects": rate(sum(found), n)}
 
 
@@ -108,17 +115,12 @@ def judge_prompt(pipe, words: tuple[str, str, str], alpha, rectifier, triplet, n
                  guidance: float) -> dict:
     """Sample `n` images of "a A R a B" (rectified at `alpha` unless it is None) and judge them exactly:
     relation, swapped and object rates with their Wilson intervals."""
-    import torch
-
-    from rrnet.generate import prompt_embeddings
-    from rrnet.world.evaluate import sample_arrays
     from rrnet.world.judge import judge_image
     from rrnet.world.vocab import prompt_for
 
     a, relation, b = words
-    with torch.no_grad():
-        embeds = prompt_embeddings(pipe, prompt_for(a, relation, b), alpha, rectifier, triplet)
-    judged = [judge_image(im, a, relation, b) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
+    judged = [judge_image(im, a, relation, b)
+              for im in sampled_images(pipe, prompt_for(a, relation, b), alpha, rectifier, triplet, n, seed, steps, guidance)]
     return {"relation": rate(sum(j.verdict == "ARB" for j in judged), n),
             "swapped": rate(sum(j.verdict == "BRA" for j in judged), n),
             "objects": rate(sum(j.has_a and j.has_b for j in judged), n)}

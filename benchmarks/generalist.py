@@ -46,7 +46,8 @@ GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, 
                "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True)}
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "per-pair")
 TRANSFER_FROM = ("red circle", "above", "blue square")
-SPLITS = ("heldout", "train", "control", "single")
+RELATION_SPLITS = ("heldout", "train", "control")
+SPLITS = (*RELATION_SPLITS, "single")  # single: single-object captions, no relation
 
 
 def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
@@ -114,7 +115,7 @@ def eot_separation(pipe, recipe, rectifiers: dict) -> list[dict]:
         return embeds[0, tokenize_prompt(pipe.tokenizer, prompt).eot_index]
 
     out = []
-    for split in SPLITS[:-1]:
+    for split in RELATION_SPLITS:
         relations = pair_relations(split_pairs(recipe, [split]))
         for name in GENERALISTS:
             if name not in rectifiers or not relations:
@@ -130,7 +131,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Pooled rates per split, variant and alpha, with the worst prompt."""
     out = []
     for (split, variant, alpha), members in grouped_rows(rows, "split", SPLITS, VARIANTS):
-        relational = split != "single"
+        relational = split in RELATION_SPLITS
         out.append({"split": split, "variant": variant, "alpha": alpha, "prompts": len(members),
                     "relation": pooled_rate(members, lambda m: m["relation"]) if relational else None,
                     "objects": pooled_rate(members, lambda m: m["objects"]),

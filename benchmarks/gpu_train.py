@@ -27,7 +27,7 @@ from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import DTYPES
 from rrnet.backbones.shapes import SHAPES
 from rrnet.recipes import RECIPES, recipe_config
-from rrnet.train import TrainConfig
+from rrnet.train import PAIR_STEPS, TrainConfig
 
 # variant -> (dtype of the frozen models, gradient checkpointing, torch.compile)
 VARIANTS = {
@@ -91,7 +91,7 @@ def run_fast(pipe, spec, config: TrainConfig, steps: int, device: str) -> tuple[
 
 def recipe_steps(name: str) -> int:
     """Pair steps of a one-relation run under recipe `name` (five per epoch)."""
-    return recipe_config(name).epochs * 5
+    return recipe_config(name).epochs * len(PAIR_STEPS)
 
 
 def row(method: str, times: list[float], setup: float, device: str, recipes: list[str]) -> dict:
@@ -151,16 +151,16 @@ def main() -> None:
         rows.append(row("reference", *run_reference(pipe, spec, TrainConfig(seed=0), args.steps, args.device), args.device,
                         ["official"]))
         print(json.dumps(rows[-1]), flush=True)
+    # recipes grouped by the work of one pair step (timesteps drawn per step); one timed row per group
+    groups: dict[int, list[str]] = {}
+    for name in args.recipes:
+        groups.setdefault(recipe_config(name).timesteps_per_step, []).append(name)
     for variant in args.variants:
         precision, checkpointing, compiled = VARIANTS[variant]
         pipe = pipeline(precision)
         if compiled:  # compiling is in place: later variants would inherit it, so build a fresh pipeline
             pipes.clear()
             pipe = pipeline(precision)
-        # recipes grouped by the work of one pair step (timesteps drawn per step); one timed row per group
-        groups: dict[int, list[str]] = {}
-        for name in args.recipes:
-            groups.setdefault(recipe_config(name).timesteps_per_step, []).append(name)
         for per_step, names in sorted(groups.items()):
             reset_peak(args.device)
             config = TrainConfig(seed=0, gradient_checkpointing=checkpointing, compile_unet=compiled,

@@ -39,7 +39,7 @@ from rrnet.data import load_relation
 from rrnet.recipes import RECIPES, recipe_config, recipe_values
 from rrnet.rectifier_files import load_rectifier
 from rrnet.resume import STATE_NAME, Checkpointing, checkpoint_folders
-from rrnet.train import rectifier_finished, train_rectifier
+from rrnet.train import PAIR_STEPS, rectifier_finished, train_rectifier
 from rrnet.world.exemplars import folder_name, write_relation_folder
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 
@@ -73,7 +73,7 @@ def train_run(pipe, data: Path, config, every_epochs: int, run: Path, model: str
     timing_file = run / "timing.json"
     if rectifier_finished(run) and timing_file.is_file():
         return json.loads(timing_file.read_text())
-    steps_per_epoch = 5  # one relation: its five pair steps
+    steps_per_epoch = len(PAIR_STEPS)  # one relation: its five pair steps
     started = time.perf_counter()
     _, history = train_rectifier(pipe, load_relation(data), config, run, model_id=model, progress=False,
                                  checkpointing=Checkpointing(every=every_epochs * steps_per_epoch))
@@ -192,8 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                 "points": args.points, "sampling": sampling,
                 "recipes": {name: recipe_values(name) for name in args.recipes}}
     result = json.loads(out.read_text()) if out.is_file() else {}
-    if {k: v for k, v in result.get("settings", settings).items() if k != "recipes"} != \
-            {k: v for k, v in settings.items() if k != "recipes"}:
+    if measured_alike(result.get("settings", settings)) != measured_alike(settings):
         raise SystemExit(f"{out} was measured with other settings; move it away to measure again")
     settings["recipes"] = {**result.get("settings", {}).get("recipes", {}), **settings["recipes"]}
     result.update(settings=settings, machine=f"2-core CPU, torch {torch.__version__}, {args.threads} thread(s)")
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
                     best = best_alpha(by_alpha)
                     rows[(recipe, rel, seed, step)] = {
                         "recipe": recipe, "triplet": rel, "seed": seed, "steps": step, "final": is_final,
-                        "epochs": step // 5, "seconds": timing["seconds"] * step / timing["steps"],
+                        "epochs": step // len(PAIR_STEPS), "seconds": timing["seconds"] * step / timing["steps"],
                         "alpha": float(best), **by_alpha[best], "alphas": by_alpha,
                     }
                     write_result(result, list(rows.values()), args.recipes, out)
@@ -257,9 +256,14 @@ def clean_timing(pipe, args, work: Path, size: int, model: str) -> dict:
                 started = time.perf_counter()
                 train_rectifier(pipe, load_relation(data), config, Path(tmp) / "run", model_id=model, progress=False)
                 seconds[f"{a} {relation} {b}"] = time.perf_counter() - started
-        timing[recipe] = {"steps": config.epochs * 5, "seconds": seconds, "mean_seconds": statistics.mean(seconds.values()),
+        timing[recipe] = {"steps": config.epochs * len(PAIR_STEPS), "seconds": seconds, "mean_seconds": statistics.mean(seconds.values()),
                           "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
     return timing
+
+
+def measured_alike(settings: dict) -> dict:
+    """The settings two results must share to be pooled (the recipes they cover may differ)."""
+    return {k: v for k, v in settings.items() if k != "recipes"}
 
 
 def write_result(result: dict, rows: list[dict], recipes: list[str], out: Path) -> None:
@@ -273,9 +277,9 @@ def write_result(result: dict, rows: list[dict], recipes: list[str], out: Path) 
 def merge(paths: list[str], out: Path) -> None:
     """One result from several runs of the same settings (their rows pooled), with its plot."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    first = {k: v for k, v in parts[0]["settings"].items() if k != "recipes"}
+    first = measured_alike(parts[0]["settings"])
     for path, part in zip(paths, parts):
-        if {k: v for k, v in part["settings"].items() if k != "recipes"} != first:
+        if measured_alike(part["settings"]) != first:
             raise SystemExit(f"{path} was measured with other settings than {paths[0]}; they cannot be merged")
     recipes: dict = {}
     rows: dict = {}

@@ -27,15 +27,14 @@ def sample_timestep(
 ) -> torch.Tensor:
     """One timestep (shape (1,)), drawn from the importance distribution or uniformly; with `minimum`
     > 0, only from t >= minimum * T (the noise levels at which a layout is still being decided)."""
+    if not importance and minimum <= 0:
+        return torch.randint(0, num_train_timesteps, (1,), generator=generator)
+    probs = (timestep_probabilities(num_train_timesteps, strength) if importance
+             else torch.ones(num_train_timesteps, dtype=torch.float32))
     if minimum > 0:
-        probs = (timestep_probabilities(num_train_timesteps, strength) if importance
-                 else torch.ones(num_train_timesteps, dtype=torch.float32))
         probs[: int(minimum * num_train_timesteps)] = 0
-        return torch.multinomial(probs / probs.sum(), 1, generator=generator)
-    if importance:
-        probs = timestep_probabilities(num_train_timesteps, strength)
-        return torch.multinomial(probs, 1, generator=generator)
-    return torch.randint(0, num_train_timesteps, (1,), generator=generator)
+        probs = probs / probs.sum()
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
