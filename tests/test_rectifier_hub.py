@@ -78,7 +78,9 @@ def test_weights_of_another_shape_never_load_silently(tmp_path):
         RelationRectifier.from_pretrained(tmp_path / "a")
 
 
-def test_push_to_hub_uploads_the_saved_folder(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def hub_uploads(monkeypatch) -> dict:
+    """The Hub's API replaced by one that records which files each upload sends (no network)."""
     import huggingface_hub.hub_mixin as mixin
 
     uploaded = {}
@@ -95,6 +97,11 @@ def test_push_to_hub_uploads_the_saved_folder(tmp_path, monkeypatch, capsys):
             return "commit"
 
     monkeypatch.setattr(mixin, "HfApi", FakeApi)
+    return uploaded
+
+
+def test_push_to_hub_uploads_the_saved_folder(tmp_path, hub_uploads, capsys):
+    uploaded = hub_uploads
     _small().save_pretrained(tmp_path / "rect", push_to_hub=True, repo_id="someone/rect")
     assert set(uploaded["someone/rect"]) >= {CONFIG_NAME, WEIGHTS_NAME}
     assert not any(name.endswith((".bin", ".pt")) for name in uploaded["someone/rect"])
@@ -109,3 +116,15 @@ def test_a_folder_from_an_earlier_version_still_loads(tiny_pipe, tmp_path):
     assert not torch.equal(embeds, base)
     old.save_pretrained(tmp_path / "again")
     assert _same(RelationRectifier.from_pretrained(tmp_path / "again"), old)
+
+
+def test_push_to_hub_called_directly_and_loading_print_nothing(tmp_path, hub_uploads, capsys):
+    """`rectifier.push_to_hub(repo)` (the README's call) uploads safetensors + JSON only, and neither it
+    nor `from_pretrained` writes to stdout (the mixin's own loader prints; it is never used)."""
+    uploaded = hub_uploads
+    _small().push_to_hub("someone/rect")
+    assert uploaded["someone/rect"] == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    _small().save_pretrained(tmp_path / "rect")
+    assert _same(RelationRectifier.from_pretrained(tmp_path / "rect"), _small())
+    assert _same(load_rectifier(tmp_path / "rect"), _small())
+    assert capsys.readouterr().out == ""

@@ -13,22 +13,21 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, astuple, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from rrnet.backbone_state import backbone_modules, freeze, is_checkpointing, preserved_flags, preserved_unet_switches
 from rrnet.backbones import sdxl
-from rrnet.backbones.denoising import default_resolution, latent_distribution, unet_predict
+from rrnet.backbones.denoising import latent_distribution, unet_predict
 from rrnet.backbones.loading import model_key
-from rrnet.data import RelationSpec, load_images
+from rrnet.data import RelationSpec
 from rrnet.direction_targets import DirectionTargets, direction_loss, prepare_direction_targets
 from rrnet.errors import CheckpointError, RRNetError
-from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs
+from rrnet.graph import PROMPT_ADJUST
 from rrnet.locking import output_lock
 from rrnet.losses import PairLoss, denoising_target, relation_compelling_loss, sample_timestep
 from rrnet.mixed_precision import backward_and_step, gradient_scaler
@@ -36,12 +35,20 @@ from rrnet.prompt_parser import relation_phrases
 from rrnet.rectifier import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    EncodedPrompt,
     RectifierConfig,
     RelationRectifier,
     Triplet,
     add_at_eot,
-    encode_prompt,
+)
+from rrnet.training_items import (
+    PAIR_STEPS,  # noqa: F401  (re-exported: callers import it from here)
+    PreparedRelation,
+    Side,
+    item_prompt_pairs,
+    item_triplets,
+    prepare_item,
+    prepare_relation,
+    refresh_text,
 )
 from rrnet.resume import (
     Checkpointer,
@@ -53,13 +60,6 @@ from rrnet.resume import (
     training_rng,
 )
 
-PAIR_STEPS: tuple[tuple[str, str], ...] = (
-    ("prompt", "swapped"),
-    ("prompt", "object_a"),
-    ("prompt", "object_b"),
-    ("swapped", "object_b"),
-    ("swapped", "object_a"),
-)
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -127,124 +127,6 @@ class TrainConfig:
         if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 8
                                             or self.resolution % 8 or self.resolution > 4096):
             raise RRNetError(f"resolution must be a multiple of 8 from 8 to 4096, got {self.resolution!r}")
-
-
-@dataclass
-class Side:
-    """One side of a pair step: a sentence, the graph and adjust node that edit it, its images."""
-
-    name: str
-    encoded: EncodedPrompt
-    graph: int
-    adjust: int
-    latent_mean: torch.Tensor
-    latent_std: torch.Tensor
-    delta_noise: float = 0.0
-    images: torch.Tensor | None = None  # kept only when latents are not cached
-
-
-@dataclass
-class PreparedRelation:
-    """Everything frozen that training reads: encoded sentences, graphs, cached latent statistics."""
-
-    triplet: Triplet
-    graphs: list
-    sides: dict[str, Side] = field(default_factory=dict)
-    steps: tuple[tuple[str, str], ...] = PAIR_STEPS  # its pair steps, in epoch order
-    name: str = ""
-    batched: Batch = field(init=False, repr=False)  # the graphs batched once, not at every step
-
-    def __post_init__(self) -> None:
-        self.batched = batch_graphs(self.graphs)
-
-
-def encode_sentences(pipe, rectifier: RelationRectifier, triplet: Triplet, sentences: dict[str, str]):
-    """Text-encoder outputs of the four sentences and the A-R-B / B-R-A graphs built from them."""
-    encoded = {k: encode_prompt(pipe, s) for k, s in sentences.items()}
-    graphs = [
-        rectifier.build_graph(pipe, triplet, encoded["prompt"], encoded["object_a"]),
-        rectifier.build_graph(pipe, triplet.swapped(), encoded["swapped"], encoded["object_b"]),
-    ]
-    return encoded, graphs
-
-
-def prepare_relation(pipe, rectifier: RelationRectifier, spec: RelationSpec, config: TrainConfig) -> PreparedRelation:
-    """Encode the four sentences, build the A-R-B and B-R-A graphs and cache image latents."""
-    triplet = Triplet(spec.object_a, spec.relation, spec.object_b)
-    resolution = config.resolution or default_resolution(pipe)
-    sentences = {
-        "prompt": spec.prompt,
-        "swapped": spec.swapped_prompt,
-        "object_a": rectifier.object_sentence(spec.object_a),
-        "object_b": rectifier.object_sentence(spec.object_b),
-    }
-    encoded, graphs = encode_sentences(pipe, rectifier, triplet, sentences)
-    layout = {  # side -> (graph, adjust node, images, delta noise)
-        "prompt": (0, PROMPT_ADJUST, spec.images_prompt, 0.0),
-        "swapped": (1, PROMPT_ADJUST, spec.images_swapped, 0.0),
-        "object_a": (0, OBJECT_SENTENCE_ADJUST, spec.images_a, config.disentangle_noise),
-        "object_b": (1, OBJECT_SENTENCE_ADJUST, spec.images_b, config.disentangle_noise),
-    }
-    prepared = PreparedRelation(triplet=triplet, graphs=graphs, name=" ".join(astuple(triplet)))
-    for name, (graph, adjust, paths, noise) in layout.items():
-        images = load_images(paths, resolution)
-        mean, std = latent_distribution(pipe, images)
-        kept = None if config.cache_latents else images
-        prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise, kept)
-    return prepared
-
-
-def scene_pair_steps(n_relations: int, disentangle: bool) -> tuple[tuple[str, str], ...]:
-    """A several-relation prompt's pair steps: against each one-relation swap (the negatives swap one
-    relation's objects at a time), then the object-sentence steps of the first relation's objects."""
-    swaps = tuple(("prompt", f"swapped_{k}") for k in range(n_relations))
-    objects = (("prompt", "object_a"), ("prompt", "object_b"), ("swapped_0", "object_b"))
-    return swaps + objects if disentangle else swaps
-
-
-def prepare_scene(pipe, rectifier: RelationRectifier, scene, config: TrainConfig) -> PreparedRelation:
-    """A prompt stating several relations: one joint graph for the prompt and one per one-relation
-    swap; the object sentences are those of the first relation's two objects."""
-    relations = [Triplet(*t) for t in scene.relations]
-    a, b = relations[0].object_a, relations[0].object_b
-    resolution = config.resolution or default_resolution(pipe)
-    swapped = [relations[:k] + [relations[k].swapped()] + relations[k + 1:] for k in range(len(relations))]
-    encoded = {"prompt": encode_prompt(pipe, scene.prompt), "object_a": encode_prompt(pipe, rectifier.object_sentence(a)),
-               "object_b": encode_prompt(pipe, rectifier.object_sentence(b))}
-    graphs = [rectifier.build_prompt_graph(pipe, relations, encoded["prompt"], encoded["object_a"])]
-    layout = {"prompt": (0, PROMPT_ADJUST, scene.images_prompt, 0.0)}
-    for k, (text, images) in enumerate(zip(scene.swapped_prompts, scene.images_swapped)):
-        encoded[f"swapped_{k}"] = enc = encode_prompt(pipe, text)
-        sentence = encoded["object_b"] if k == 0 else encoded["object_a"]  # each graph's first subject
-        graphs.append(rectifier.build_prompt_graph(pipe, swapped[k], enc, sentence))
-        layout[f"swapped_{k}"] = (k + 1, PROMPT_ADJUST, images, 0.0)
-    layout["object_a"] = (0, OBJECT_SENTENCE_ADJUST, scene.object_images(a), config.disentangle_noise)
-    layout["object_b"] = (1, OBJECT_SENTENCE_ADJUST, scene.object_images(b), config.disentangle_noise)
-    prepared = PreparedRelation(triplet=relations[0], graphs=graphs, name=scene.prompt,
-                                steps=scene_pair_steps(len(relations), config.disentangle))
-    for name, (graph, adjust, paths, noise) in layout.items():
-        images = load_images(paths, resolution)
-        mean, std = latent_distribution(pipe, images)
-        prepared.sides[name] = Side(name, encoded[name], graph, adjust, mean, std, noise,
-                                    None if config.cache_latents else images)
-    return prepared
-
-
-def prepare_item(pipe, rectifier: RelationRectifier, item, config: TrainConfig) -> PreparedRelation:
-    """A relation folder or a several-relation prompt, ready for training."""
-    if isinstance(item, RelationSpec):
-        prepared = prepare_relation(pipe, rectifier, item, config)
-        prepared.steps = PAIR_STEPS if config.disentangle else PAIR_STEPS[:1]
-        return prepared
-    return prepare_scene(pipe, rectifier, item, config)
-
-
-def refresh_text(pipe, rectifier: RelationRectifier, prepared: PreparedRelation) -> PreparedRelation:
-    """Re-run the frozen text encoder and rebuild the graphs (the uncached path; same values)."""
-    sentences = {name: side.encoded.tokens.prompt for name, side in prepared.sides.items()}
-    encoded, graphs = encode_sentences(pipe, rectifier, prepared.triplet, sentences)
-    sides = {name: replace(side, encoded=encoded[name]) for name, side in prepared.sides.items()}
-    return PreparedRelation(triplet=prepared.triplet, graphs=graphs, sides=sides)
 
 
 def exemplar_latent(pipe, side: Side, index: int, generator: torch.Generator) -> torch.Tensor:
@@ -358,20 +240,6 @@ def configure_unet(pipe, config: TrainConfig) -> None:
         pipe.unet.disable_gradient_checkpointing()
     if config.compile_unet and getattr(pipe.unet, "_compiled_call_impl", None) is None:
         pipe.unet.compile()  # in place, once
-
-
-def item_triplets(item) -> list[tuple[str, str, str]]:
-    """The (A, R, B) a training item states: one for a relation folder, several for a scene."""
-    if isinstance(item, RelationSpec):
-        return [(item.object_a, item.relation, item.object_b)]
-    return [tuple(t) for t in item.relations]
-
-
-def item_prompt_pairs(item) -> list[tuple[str, str]]:
-    """(prompt, swapped prompt) pairs of a training item: a scene has one per relation."""
-    if isinstance(item, RelationSpec):
-        return [(item.prompt, item.swapped_prompt)]
-    return [(item.prompt, swapped) for swapped in item.swapped_prompts]
 
 
 def new_rectifier(pipe, config: TrainConfig, spec: RelationSpec | Sequence[RelationSpec] | None = None) -> RelationRectifier:
