@@ -59,6 +59,10 @@ class Case:
         return ["baseline", "lora", "--model", self.model, "--data", self.data, "--output_dir", self.out,
                 "--epochs", 1, "--no_progress", *extra]
 
+    def analyze(self, *extra) -> list:
+        return ["analyze", "osp", "--model", self.model, "--output_dir", self.out, "--no_progress",
+                "--pairs", "a red block above a blue block|a blue block above a red block", *extra]
+
     def rectifier(self, width: int = 32, **config) -> Path:
         folder = self.tmp / "rect"
         cfg = RectifierConfig(text_width=width, hidden=8, heads=1,
@@ -211,9 +215,17 @@ CORPUS: dict[str, Setup] = {
     "lora rank zero": lambda c: c.baseline("--rank", "0"),
     "lora alpha nan": lambda c: c.baseline("--lora_alpha", "nan"),
     "triplet A equals B": lambda c: c.generate("--triplet", "red block", "above", "red block"),
+    "tiny-backbone seed 2**70": lambda c: ["tiny-backbone", c.out, "--seed", str(2**70)],
+    "world exemplars seed negative": lambda c: ["world", "exemplars", "--relation", "red circle", "above",
+                                                "blue square", "--output_dir", c.out, "--seed", "-1"],
+    "world benchmark num_images nan": lambda c: ["world", "benchmark", "--output_dir", c.out, "--num_images", "nan"],
+    "world build unet_steps zero": lambda c: ["world", "build", "--output_dir", c.out, "--unet_steps", "0"],
     # output folder
     "output is a file": _output_file,
     "output under a file": _output_under_file,
+    "analyze output is a file": lambda c: (c.out.write_text("not a folder"), c.analyze())[-1],
+    "analyze device unknown": lambda c: c.analyze("--device", "quantum"),
+    "analyze rectifier NaN weights": lambda c: c.analyze("--rectifier", _nan_weights(c)[-1]),
     # rectifier files
     "rectifier missing": lambda c: c.generate(rectifier=c.tmp / "none"),
     "rectifier garbage": lambda c: ((c.rectifier() / "rectifier.safetensors").write_bytes(b"garbage" * 10),

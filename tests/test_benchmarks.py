@@ -23,8 +23,9 @@ def test_gpu_train_runs_on_cpu_with_the_tiny_shape(monkeypatch, capsys, tmp_path
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["reference", "fast-fp32", "fast-bf16-ckpt"]
     assert set(rows[0]["projected_s"]) == {"official"} and set(rows[1]["projected_s"]) == {"official", "fast"}
-    fast = rows[1]
-    assert fast["projected_s"]["fast"] == pytest.approx(fast["setup_and_warmup_s"] + 100 * fast["s_per_pair_step"])
+    fast = rows[1]  # measured, not a formula checked against itself: a time is positive, a median above the minimum
+    assert 0 < fast["s_per_pair_step_min"] <= fast["s_per_pair_step"]
+    assert fast["setup_and_warmup_s"] < fast["projected_s"]["fast"] < fast["projected_s"]["official"]
 
 
 def test_gpu_train_refuses_cuda_without_a_gpu(monkeypatch, capsys):
@@ -89,3 +90,40 @@ def test_multi_relation_groups_split_captions_by_where_their_pairs_come_from():
                for a, r in ((0.8, 0.4), (1.2, 0.6))]
     summary.append({"group": "control", "variant": "joint", "alpha": 0.8, "all_correct": {"rate": 0.99}})
     assert best_alphas(summary, ["base", "joint"]) == {"base": None, "joint": 1.2}
+
+
+def test_generalist_merge_pools_side_by_side_runs_and_refuses_other_settings(tmp_path, capsys):
+    import json
+
+    from benchmarks.generalist import merge_results
+
+    def rate(k, n=100):
+        return {"successes": k, "n": n, "rate": k / n, "low": 0.0, "high": 1.0}
+
+    def row(variant, alpha, prompt, k):
+        return {"split": "heldout", "variant": variant, "alpha": alpha, "prompt": prompt,
+                "relation": rate(k), "objects": rate(90)}
+
+    settings = {"samples": 100, "epochs": 60}
+    first = {"settings": settings, "machine": "m", "date": "2026-12-06", "training": {"direction": {"loss": 1}},
+             "eot_cosine": [{"split": "heldout", "variant": "direction", "mean": 0.9}],
+             "rows": [row("base", None, "a x above a y", 40), row("direction", 0.8, "a x above a y", 60)]}
+    second = {"settings": settings, "machine": "m", "date": "2026-12-07", "training": {"direction+floor": {"loss": 2}},
+              "eot_cosine": [{"split": "heldout", "variant": "direction+floor", "mean": 0.8}],
+              "rows": [row("direction+floor", 0.8, "a x above a y", 80)]}
+    paths = []
+    for name, data in (("a.json", first), ("b.json", second)):
+        (tmp_path / name).write_text(json.dumps(data))
+        paths.append(tmp_path / name)
+    out = tmp_path / "merged.json"
+    merge_results(paths, out)
+    merged = json.loads(out.read_text())
+    assert sorted(r["variant"] for r in merged["rows"]) == ["base", "direction", "direction+floor"]
+    assert set(merged["training"]) == {"direction", "direction+floor"} and merged["date"] == "2026-12-07"
+    assert {e["variant"] for e in merged["eot_cosine"]} == {"direction", "direction+floor"}
+    pooled = {(s["variant"], s["alpha"]): s["relation"]["rate"] for s in merged["summary"]}
+    assert pooled[("direction+floor", 0.8)] == 0.8 and pooled[("base", None)] == 0.4
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**second, "settings": {"samples": 50, "epochs": 60}}))
+    with pytest.raises(SystemExit, match="other settings"):
+        merge_results([other], out)

@@ -166,25 +166,71 @@ def _world_bench(root):
     return root
 
 
-def test_evaluate_killed_mid_generation_then_rerun_matches(tiny_model_dir, tmp_path, capsys):
-    bench = _world_bench(tmp_path / "bench")
+def _evaluate_args(model, bench, out, num_images=3):
+    return [str(a) for a in ["evaluate", "--model", model, "--benchmark", bench, "--num_images", num_images,
+                             "--steps", 1, "--guidance_scale", 2, "--batch_size", 1, "--judge", "exact",
+                             "--output_dir", out, "--no_progress"]]
 
-    def args(out):
-        return ["evaluate", "--model", tiny_model_dir, "--benchmark", bench, "--num_images", 3, "--steps", 1,
-                "--guidance_scale", 2, "--batch_size", 1, "--judge", "exact", "--output_dir", out, "--no_progress"]
 
-    reference = tmp_path / "ref"
-    assert main([str(a) for a in args(reference)]) == 0
-    out = tmp_path / "out"
-    killed = run_killed("after", r"^001\.png$", *args(out))
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert not (out / "results.json").exists()
-    assert all(p.stat().st_size > 0 for p in out.rglob("*.png"))  # every image on disk is whole
-    assert main([str(a) for a in args(out)]) == 0
-    capsys.readouterr()
+@pytest.fixture(scope="module")
+def killed_bench(tiny_model_dir, tmp_path_factory):
+    """A mini-world benchmark and the reference: the evaluation never killed."""
+    root = tmp_path_factory.mktemp("killed")
+    bench = _world_bench(root / "bench")
+    reference = root / "ref"
+    assert main(_evaluate_args(tiny_model_dir, bench, reference)) == 0
+    return tiny_model_dir, bench, reference
+
+
+def _same_as_reference(out, reference):
     ref, got = (json.loads((d / "results.json").read_text()) for d in (reference, out))
     assert [r["judged"] for r in got["rows"]] == [r["judged"] for r in ref["rows"]]
     assert _pngs(out) == _pngs(reference)
+
+
+@pytest.mark.parametrize(("when", "pattern"), [
+    ("after", r"^001\.png$"),        # mid generation
+    ("before", r"^judgement-"),      # images done, first verdicts not yet written
+    ("before", r"^results\.json$"),  # everything judged, the report not yet written
+], ids=["mid-generation", "mid-judging", "before-report"])
+def test_evaluate_killed_then_rerun_matches(killed_bench, tmp_path, capsys, when, pattern):
+    model, bench, reference = killed_bench
+    out = tmp_path / "out"
+    killed = run_killed(when, pattern, *_evaluate_args(model, bench, out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "results.json").exists() and not (out / "table.md").exists()
+    assert all(p.stat().st_size > 0 for p in out.rglob("*.png"))  # every image on disk is whole
+    assert main(_evaluate_args(model, bench, out)) == 0
+    capsys.readouterr()
+    _same_as_reference(out, reference)
+    assert not [p for p in out.rglob(".*")]  # the killed run's temporaries are gone
+
+
+def test_a_killed_rerun_never_leaves_the_previous_report(killed_bench, tmp_path, capsys):
+    """A finished folder re-run for more images and killed mid-generation: the old results.json
+    (counts of the old images) must not survive beside the new images."""
+    model, bench, reference = killed_bench
+    out = tmp_path / "out"
+    assert main(_evaluate_args(model, bench, out, num_images=2)) == 0
+    assert (out / "results.json").is_file()
+    killed = run_killed("after", r"^002\.png$", *_evaluate_args(model, bench, out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "results.json").exists() and not (out / "table.md").exists()
+    assert main(_evaluate_args(model, bench, out)) == 0
+    capsys.readouterr()
+    _same_as_reference(out, reference)
+
+
+def test_a_refused_rerun_keeps_the_previous_report(killed_bench, tmp_path, capsys):
+    model, bench, _ = killed_bench
+    out = tmp_path / "out"
+    assert main(_evaluate_args(model, bench, out, num_images=1)) == 0
+    before = (out / "results.json").read_bytes()
+    argv = _evaluate_args(model, bench, out, num_images=1)
+    argv[argv.index("--steps") + 1] = "2"
+    assert main(argv) == 2
+    assert "different steps" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before
 
 
 def test_a_busy_output_folder_is_refused(tiny_model_dir, tmp_path, capsys):

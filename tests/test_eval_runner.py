@@ -285,8 +285,16 @@ def test_each_prompt_has_its_own_row(tmp_path, world_pipe, benchmark, rectifiers
         assert all(p["n"] == 2 for p in both)
         pooled = judged["relations"][relation["name"]]
         assert sum(p["relation_accuracy"] for p in both) / 2 == pytest.approx(pooled["relation_accuracy"])
-    report = (tmp_path / "table.md").read_text()
-    assert "Relation accuracy per prompt" in report and results["relations"][0]["swapped_prompt"] in report
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert any(line.startswith("Relation accuracy per relation (both prompts pooled) and per prompt") for line in lines)
+    for relation in results["relations"]:  # the pooled row, then one row per direction right beneath it
+        at = lines.index(next(line for line in lines if line.startswith(f"| **{relation['name']}** |")))
+        pooled, *directions = (line.strip("|").split("|") for line in lines[at:at + 3])
+        assert [d[0].strip() for d in directions] == [f"↳ {relation['prompt']}", f"↳ {relation['swapped_prompt']}"]
+        stats = judged["prompts"]
+        cells = [float(d[-1]) for d in directions]
+        assert cells == [round(100 * stats[relation[k]]["relation_accuracy"], 1) for k in ("prompt", "swapped_prompt")]
+        assert float(pooled[-1]) == round(100 * judged["relations"][relation["name"]]["relation_accuracy"], 1)
 
 
 def test_alpha_zero_judges_the_base_images(tmp_path, world_pipe, benchmark, rectifiers):

@@ -127,22 +127,39 @@ def test_longer_run_continues_from_a_checkpoint(tiny_model_dir, relation_folder,
     _assert_same_result(out, uninterrupted)
 
 
-def test_baseline_killed_and_resumed_matches(tiny_model_dir, relation_folder, tmp_path, capsys):
-    def args(out, *extra):
-        return ["baseline", "lora", "--model", tiny_model_dir, "--data", relation_folder, "--output_dir", out,
-                "--epochs", 2, "--seed", 1, "--no_progress", *extra]
+def _baseline_args(model, data, out, *extra):
+    return ["baseline", "lora", "--model", model, "--data", data, "--output_dir", out, "--epochs", 2, "--seed", 1,
+            "--no_progress", *extra]
 
-    reference = tmp_path / "ref"
-    assert _run(capsys, *args(reference))[0] == 0
+
+@pytest.fixture(scope="module")
+def baseline_reference(tiny_model_dir, relation_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "lora"
+    assert main([str(a) for a in _baseline_args(tiny_model_dir, relation_folder, out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(("when", "pattern"), [
+    ("after", r"^checkpoint-3$"),                              # between two steps
+    ("before", r"^pytorch_lora_weights\.safetensors$"),        # training done, the weights not yet written
+    ("before", r"^baseline\.json$"),                           # the last write: the record
+], ids=["after-checkpoint", "before-weights", "before-record"])
+def test_baseline_killed_and_resumed_matches(tiny_model_dir, relation_folder, baseline_reference, tmp_path, capsys,
+                                             when, pattern):
+    from rrnet.experiment import checkpoint_done
+
+    reference = baseline_reference
     out = tmp_path / "lora"
-    killed = run_killed("after", r"^checkpoint-3$", *args(out, "--checkpointing_steps", 1))
+    args = _baseline_args(tiny_model_dir, relation_folder, out, "--checkpointing_steps", 1)
+    killed = run_killed(when, pattern, *args)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert not (out / "baseline.json").exists()
-    code, err = _run(capsys, *args(out, "--resume_from_checkpoint", "latest"))
+    assert not (out / "baseline.json").exists() and not checkpoint_done(out, "lora")
+    code, err = _run(capsys, *args, "--resume_from_checkpoint", "latest")
     assert code == 0, err
     a, b = load_file(reference / "pytorch_lora_weights.safetensors"), load_file(out / "pytorch_lora_weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (out / "train_log.jsonl").read_text() == (reference / "train_log.jsonl").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left behind
 
 
 def test_non_finite_loss_stops_with_one_line_and_no_rectifier(tiny_model_dir, relation_folder, tmp_path, capsys):

@@ -165,9 +165,11 @@ def test_no_arguments_serves_the_shipped_world_with_a_rectifier_trained_once(tmp
         raise AssertionError("the cached rectifier should be reused")
 
     monkeypatch.setattr("rrnet.demo.train_demo_rectifier", must_not_train)
-    code, _, err = _run(capsys, "serve", "--epochs", 1, "--no_progress")
+    code, _, err = _run(capsys, "--verbose", "serve", "--epochs", 1, "--no_progress")
     assert code == 0, err
-    assert "using the cached rectifier" in err
+    assert "using the cached rectifier" in err  # a note: shown with --verbose
+    code, _, err = _run(capsys, "serve", "--epochs", 1, "--no_progress")
+    assert code == 0 and err == "", err
 
     model = models[-1]
     sampling = world_sampling(shipped_backbone())
@@ -189,3 +191,29 @@ def test_a_taken_port_is_one_error_line(tiny_model_dir, tmp_path, monkeypatch, c
         code, _, err = _run(capsys, "serve", "--model", tiny_model_dir, "--rectifier", tmp_path / "rectifier",
                             "--port", port, "--no_progress")
     assert code == 2 and f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_literally_no_arguments_serves_the_shipped_world_with_the_demo_recipe(tmp_path, monkeypatch, capsys):
+    """`rrnet serve` and nothing else: the shipped world, the demo's rectifier at the demo recipe's
+    epochs (trained here for one epoch only, to keep the test short), the default local port."""
+    gr = pytest.importorskip("gradio")
+    import rrnet.demo as demo
+    from rrnet.recipes import recipe_config
+    from rrnet.world.record import shipped_backbone
+
+    monkeypatch.setenv("RRNET_CACHE", str(tmp_path / "cache"))
+    launched, asked = [], []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append(kw) or (None, "http://127.0.0.1:2/", None))
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    real_train = demo.train_demo_rectifier
+
+    def short_train(pipe, model_dir, out, epochs, **kwargs):
+        asked.append((str(model_dir), epochs))
+        return real_train(pipe, model_dir, out, 1, **kwargs)
+
+    monkeypatch.setattr(demo, "train_demo_rectifier", short_train)
+    code, out, err = _run(capsys, "serve")
+    assert code == 0, err
+    assert asked == [(str(shipped_backbone()), recipe_config(demo.DEMO_RECIPE).epochs)]
+    assert launched[0]["server_port"] == 7860 and launched[0]["server_name"] == "127.0.0.1" and not launched[0]["share"]
+    assert "open http://127.0.0.1:2/" in out and "training the demo's rectifier" in err

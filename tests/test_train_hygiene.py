@@ -49,11 +49,21 @@ def test_fp16_training_with_default_weights_stays_finite(tiny_model_dir, relatio
 
 
 def test_training_does_not_reseed_the_global_rng(tiny_pipe, relation_dir):
+    import random
+
+    import numpy as np
+
     torch.manual_seed(1234)
-    before = torch.get_rng_state()
+    np.random.seed(1234)
+    random.seed(1234)
+    before = torch.get_rng_state(), np.random.random(), random.random()
+    torch.manual_seed(1234)
+    np.random.seed(1234)
+    random.seed(1234)
     train_rectifier(tiny_pipe, load_relation(relation_dir), TrainConfig(hidden=8, heads=1, epochs=1, seed=7),
                     progress=False)
-    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert (np.random.random(), random.random()) == before[1:]  # numpy's and python's streams too
 
 
 @pytest.mark.parametrize("kind", ["personalized", "lora"])

@@ -1,6 +1,10 @@
 """The mini world's backbone: its tokenizer, a resumable build, and the shipped trained model."""
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from rrnet.world.build import build_world_backbone, stage_done
 from rrnet.world.record import shipped_backbone
 from rrnet.world.recipe import WorldRecipe
 from rrnet.world.tokenizer import world_tokenizer, world_words
+
+from kill_switch import child_env
 
 SHIPPED = shipped_backbone()
 
@@ -201,3 +207,81 @@ def test_training_a_rectifier_fixes_a_collapsed_pair(tmp_path):
         base.append(score_prompt(pipe, x, relation, y, **kwargs)[0].relation_accuracy)
         fixed.append(score_prompt(pipe, x, relation, y, alpha=1.0, rectifier=rect, **kwargs)[0].relation_accuracy)
     assert min(fixed) >= 0.75 and sum(fixed) / 2 >= sum(base) / 2 + 0.2, (base, fixed)
+
+
+# ---------------------------------------------------------------------------------------------
+# `world build` killed (SIGKILL) at several points: nothing is read as finished, a rerun ends with
+# the same model as a build that was never killed. The EOT cosine summary written into world.json
+# (30 s over the whole corpus) is replaced by one caption in every run here; it is not part of what is trained.
+# ---------------------------------------------------------------------------------------------
+
+KILL_BUILD = """
+import os, re, signal, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[4])
+import rrnet.world.build as build
+from rrnet.world.recipe import WorldRecipe
+from test_world_backbone import SMALL, cheap_cosines
+when, pattern, out = sys.argv[1], re.compile(sys.argv[2]), Path(sys.argv[3])
+build.eot_cosines = lambda encoder, tokenizer, *args, **kwargs: cheap_cosines(encoder, tokenizer)
+original = os.replace
+def replace(src, dst, *args, **kwargs):
+    hit = pattern.search(Path(dst).name) is not None
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(src, dst, *args, **kwargs)
+    if hit and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+build.build_world_backbone(out, WorldRecipe(**SMALL), progress=False)
+"""
+
+
+def cheap_cosines(encoder, tokenizer) -> dict:
+    """Stands in for `eot_cosines`: one caption through the encoder, tokenised as the real one does."""
+    from rrnet.world.text_model import eot_states
+
+    return {"stub": float(eot_states(encoder, tokenizer, ["a red circle above a blue square"]).sum())}
+
+
+def _build_stubbed(out):
+    import rrnet.world.build as build
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "eot_cosines", lambda encoder, tokenizer, *args, **kwargs: cheap_cosines(encoder, tokenizer))
+        return build_world_backbone(out, WorldRecipe(**SMALL), progress=False)
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference_world(tmp_path_factory):
+    return _build_stubbed(tmp_path_factory.mktemp("ref") / "mini")
+
+
+@pytest.mark.parametrize(("when", "pattern"), [
+    ("before", r"^stage\.json$"),             # the text encoder saved in its temporary folder, marker not yet
+    ("after", r"^vae_state\.safetensors$"),   # mid autoencoder training, right after a checkpoint
+    ("before", r"^\.mini\.complete$"),        # the whole model saved in a temporary folder, not renamed yet
+], ids=["text-stage-marker", "vae-checkpoint", "final-swap"])
+def test_killed_world_build_leaves_nothing_finished_and_resumes(reference_world, tmp_path, when, pattern):
+    out = tmp_path / "mini"
+    tests = str(Path(__file__).resolve().parent)
+    killed = subprocess.run([sys.executable, "-c", KILL_BUILD, when, pattern, str(out), tests], env=child_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not out.exists()  # no model folder a later run (or diffusers) could load as finished
+    work = tmp_path / "mini.build"
+    for stage in ("text_encoder", "vae"):
+        folder = work / stage
+        assert not folder.exists() or stage_done(folder)  # a stage folder exists only when complete
+    before = torch.get_rng_state()
+    assert _build_stubbed(out) == out
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's global stream is left alone
+    assert _files(out) == _files(reference_world)  # bit for bit the model of an uninterrupted build
+    leftovers = [p.name for folder in (tmp_path, work) for p in folder.iterdir() if p.name.startswith(".")]
+    assert not leftovers  # the killed build's temporaries (a whole model's copy, say) are gone

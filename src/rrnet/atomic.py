@@ -90,8 +90,9 @@ def atomic_write_folder(target: str | Path, save: Callable[[Path], object]) -> P
 _TEMPORARY = re.compile(r"^\..+-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Delete temporaries that killed writers left in `folder` (hidden, never read as complete).
+def remove_leftovers(folder: str | Path, of: str | None = None) -> list[Path]:
+    """Delete temporaries that killed writers left in `folder` (hidden, never read as complete);
+    with `of`, only those of the entry named `of` (for a folder shared with other files).
 
     Only for a folder whose writers are known to be stopped: the caller holds its lock.
     """
@@ -100,6 +101,8 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():
+        if of is not None and not entry.name.startswith(f".{of}-"):
+            continue
         if _TEMPORARY.match(entry.name) and not entry.name.endswith((".complete", ".old", ".lock")):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -100,7 +100,7 @@ def _generate_parser(sub) -> None:
 def _tiny_parser(sub) -> None:
     p = sub.add_parser("tiny-backbone", help="write a tiny random SD-shaped model folder (tests, examples)")
     p.add_argument("output_dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=check.seed, default=0)
     p.add_argument("--sd_version", type=int, choices=[1, 2], default=2)
     p.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
     p.add_argument("--sdxl", action="store_true", help="a tiny StableDiffusionXLPipeline instead (two text encoders)")
@@ -112,15 +112,15 @@ def _world_parser(sub) -> None:
     b = world.add_parser("build", help="train the mini-world backbone from scratch (resumable)")
     b.add_argument("--output_dir", default=None, help="diffusers folder to write (required: the shipped model is never a default)")
     b.add_argument("--build_dir", default=None, help="where stage outputs and checkpoints go (default: OUTPUT.build)")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    b.add_argument("--unet_steps", type=int, default=None, help="override the recipe's denoiser steps")
+    b.add_argument("--threads", type=check.int_in(1, 1024), default=None, help="torch CPU threads")
+    b.add_argument("--unet_steps", type=check.int_in(1, 10**9), default=None, help="override the recipe's denoiser steps")
     b.add_argument("--no_progress", action="store_true")
     e = world.add_parser("exemplars", help="write the exemplar folder of any world relation (or two sharing an object)")
     e.add_argument("--relation", nargs=3, action="append", required=True, metavar=("A", "R", "B"),
                    help='e.g. --relation "green triangle" below "yellow diamond"; give it twice for a two-relation scene')
     e.add_argument("--output_dir", required=True, help="the relation folder to write")
-    e.add_argument("--num_images", "--n_images", dest="num_images", type=int, default=5, help="images per sub-folder")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--num_images", "--n_images", dest="num_images", type=check.int_in(1, 100_000), default=5, help="images per sub-folder")
+    e.add_argument("--seed", type=check.seed, default=0)
     m = world.add_parser("benchmark", help="write mini-world relation folders for evaluate/experiment")
     m.add_argument("--output_dir", required=True)
     m.add_argument("--splits", nargs="+", default=["train"], metavar="SPLIT",
@@ -134,11 +134,11 @@ def _world_parser(sub) -> None:
                         "a vertical and a horizontal pair sharing one object, in each phrase combination of --relations")
     m.add_argument("--unseen_dir", default=None, help="also write the --unseen_splits pairs here")
     m.add_argument("--unseen_splits", nargs="+", default=["heldout", "control"], metavar="SPLIT")
-    m.add_argument("--num_images", "--n_images", dest="num_images", type=int, default=5, help="exemplar images per folder")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--num_images", "--n_images", dest="num_images", type=check.int_in(1, 100_000), default=5, help="exemplar images per folder")
+    m.add_argument("--seed", type=check.seed, default=0)
     m.add_argument("--model", default=None, help="mini-world model whose recipe names the splits (default: the shipped one)")
     m.add_argument("--reference_dir", default=None, help="also write rendered scenes here (the FID reference)")
-    m.add_argument("--reference_images", type=int, default=1000)
+    m.add_argument("--reference_images", type=check.int_in(1, 10**7), default=1000)
 
 
 def _world_benchmark(args) -> None:
@@ -364,14 +364,29 @@ def run_tiny(args) -> None:
                               sdxl=args.sdxl))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not the stream of the first call:
+    `main` may run several times in one process (tests, notebooks) with stderr replaced in between."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler assigns it; the property ignores it
+        pass
+
+
 def configure_logging(level: int) -> None:
     """rrnet's library modules log through `logging.getLogger(__name__)`; the command shows them on stderr."""
     logger = logging.getLogger("rrnet")
     logger.setLevel(level)
-    if not any(getattr(h, "rrnet_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("rrnet: %(message)s"))
-        handler.rrnet_cli = True
         logger.addHandler(handler)
 
 
@@ -383,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 2
     handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny, "world": run_world}
     configure_logging(logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING)
+    if args.quiet and hasattr(args, "no_progress"):  # errors only: no progress bars either
+        args.no_progress = True
     try:
         if args.command == "demo":
             from rrnet.demo import run_demo

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rrnet.atomic import atomic_write_text
+from rrnet.atomic import atomic_write_text, remove_leftovers
 from rrnet.backbones.sdxl import SDXLConditioning, negative_conditioning
 from rrnet.data import save_image_atomic
 from rrnet.grid import image_grid
@@ -183,13 +183,19 @@ def rectified_relations(pipe, prompts: list[str], rectifier: RelationRectifier |
 
 def discard_generation(output_dir: Path) -> None:
     """Remove a previous `generate` result, its record first: images of another run never sit
-    beside a new record, and a killed run leaves a folder without `generation.json`."""
+    beside a new record, and a killed run leaves a folder without `generation.json`. The
+    temporaries a killed run left (hidden, half-written files) go too: the caller holds the lock."""
     (output_dir / RECORD_NAME).unlink(missing_ok=True)
     (output_dir / "grid.png").unlink(missing_ok=True)
+    for name in (RECORD_NAME, "grid.png"):  # only rrnet's own names: the folder may hold other files
+        remove_leftovers(output_dir, of=name)
     for prompt_dir in output_dir.glob("[0-9]*_*"):
         for image in prompt_dir.glob("*/[0-9][0-9][0-9].png"):
             if image.parent.name == "base" or image.parent.name.startswith("alpha_"):
                 image.unlink()
+        for folder in prompt_dir.glob("*"):
+            if folder.name == "base" or folder.name.startswith("alpha_"):
+                remove_leftovers(folder)
         for folder in sorted(prompt_dir.glob("*"), reverse=True) + [prompt_dir]:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()

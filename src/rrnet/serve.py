@@ -14,8 +14,8 @@ into rrnet's cache folder and reused by every later `rrnet serve`.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,8 @@ DEFAULT_ALPHA = 0.8
 ALPHA_RANGE = (0.0, 2.0)
 MAX_STEPS = 1000
 DISPLAY_SIZE = 256  # small images (the mini world's are 32 px) are enlarged, pixel for pixel, on the page
+
+logger = logging.getLogger(__name__)
 
 
 def import_gradio():
@@ -220,12 +222,13 @@ def default_rectifier(pipe, model_dir: str | Path, epochs: int | None = None, pr
     entry = Path(cache or cache_dir() / "serve") / f"{model_digest(str(model_dir))}-{slug}-{DEMO_RECIPE}-e{epochs}"
     folder = entry / "rectifier"
     if rectifier_finished(folder):
-        print(f"rrnet serve: using the cached rectifier {folder}", file=sys.stderr)
+        logger.info("serve: using the cached rectifier %s", folder)
         return folder
     with folder_lock(entry):
         if not rectifier_finished(folder):
-            print(f"rrnet serve: no --rectifier given: training the demo's rectifier ({' '.join(DEMO_TRIPLET)}, "
-                  f"{DEMO_RECIPE} recipe, {epochs} epochs) into {folder}; later runs reuse it", file=sys.stderr)
+            # a warning, shown unless --quiet: the first `rrnet serve` trains for a while before the page opens
+            logger.warning("serve: no --rectifier given: training the demo's rectifier (%s, %s recipe, %d epochs) "
+                           "into %s; later runs reuse it", " ".join(DEMO_TRIPLET), DEMO_RECIPE, epochs, folder)
             train_demo_rectifier(pipe, model_dir, entry, epochs, seed=TrainConfig().seed, progress=progress)
     return folder
 
@@ -251,7 +254,7 @@ def run_serve(args: argparse.Namespace) -> None:
     defaults = sampling_defaults(args.model)
     steps = args.steps or defaults["num_inference_steps"]
     guidance = defaults["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
-    print(f"rrnet serve: loading {args.model}", file=sys.stderr)
+    logger.info("serve: loading %s", args.model)
     pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     source = args.rectifier
     if rectifier is None:

@@ -93,9 +93,9 @@ def read_pairs(pairs: list[str], pairs_file: str | None) -> list[tuple[str, str]
 def _load(args, rectifier_path: str | None = None):
     """The pipeline and (optionally) a rectifier on its device, checked against each other."""
     from rrnet.backbones.loading import load_pipeline
-    from rrnet.rectifier import RelationRectifier
+    from rrnet.rectifier_files import load_rectifier
 
-    rectifier = RelationRectifier.from_pretrained(rectifier_path) if rectifier_path else None
+    rectifier = load_rectifier(rectifier_path) if rectifier_path else None
     pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
     from rrnet.backbones.sdxl import refuse_sdxl
 
@@ -184,6 +184,7 @@ def run_analyze(args) -> None:
     from rrnet.generate import fill_sampling_defaults
 
     handlers = {"osp": run_osp, "mask-eot": run_mask, "swap-eot": run_swap, "alpha-sweep": run_sweep}
+    check.check_run(args)  # device, model folder, output folder: before any model loads
     if hasattr(args, "steps"):
         fill_sampling_defaults(args)
     handlers[args.analyze_command](args)

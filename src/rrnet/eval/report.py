@@ -63,37 +63,24 @@ def _items_by_method(title: str, kind: str, items: list[dict], rows: list[dict],
 
 
 def relations_markdown(results: dict[str, Any]) -> str:
-    """Per-relation relation accuracy (rows: relations; columns: method settings), one table per judge."""
-    parts = []
-    for judge in results["judges"]:
-        label = judge["label"]
-
-        def cell(row: dict, relation: dict) -> str:
-            stats = row["judged"].get(label, {}).get("relations", {}).get(relation["name"])
-            return percent(stats["relation_accuracy"]) if stats else "–"
-
-        parts.append(_items_by_method(f"Relation accuracy per relation, judge {label} (%):", "Relation",
-                                      results["relations"], results["rows"], cell))
-    return "\n".join(parts)
-
-
-def prompts_markdown(results: dict[str, Any]) -> str:
-    """Relation accuracy of each prompt (each direction on its own; rows: prompts, columns: method
-    settings), one table per judge: a pooled relation row can hide one direction that fails."""
+    """Relation accuracy per relation, both prompts pooled, each pooled row followed by one row per
+    prompt (direction) right beneath it: a pooled rate can hide one direction that fails. Columns:
+    method settings; one table per judge."""
     parts = []
     rows = results["rows"]
-    prompts = [p for relation in results["relations"] for p in (relation["prompt"], relation["swapped_prompt"])]
     for judge in results["judges"]:
         label = judge["label"]
-        header = ["Prompt"] + [row["label"] for row in rows]
-        lines = [f"Relation accuracy per prompt, judge {label} (%):", "",
+        header = ["Relation / prompt", "Category"] + [row["label"] for row in rows]
+        lines = [f"Relation accuracy per relation (both prompts pooled) and per prompt, judge {label} (%):", "",
                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for prompt in prompts:
-            cells = [prompt]
-            for row in rows:
-                stats = row["judged"].get(label, {}).get("prompts", {}).get(prompt)
-                cells.append(percent(stats["relation_accuracy"]) if stats else "–")
-            lines.append("| " + " | ".join(cells) + " |")
+        for relation in results["relations"]:
+            pooled = [row["judged"].get(label, {}).get("relations", {}).get(relation["name"]) for row in rows]
+            lines.append("| " + " | ".join([f"**{relation['name']}**", relation["category"],
+                                            *(percent(st["relation_accuracy"]) if st else "–" for st in pooled)]) + " |")
+            for prompt in (relation["prompt"], relation["swapped_prompt"]):
+                stats = [row["judged"].get(label, {}).get("prompts", {}).get(prompt) for row in rows]
+                lines.append("| " + " | ".join([f"↳ {prompt}", "",
+                                                *(percent(st["relation_accuracy"]) if st else "–" for st in stats)]) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -192,7 +179,7 @@ def report_markdown(results: dict[str, Any]) -> str:
         f"Unreadable judge answers (counted as wrong): {unreadable}.", "",
     ]
     if results["relations"] or not scenes:
-        lines += [table_markdown(results), relations_markdown(results), prompts_markdown(results)]
+        lines += [table_markdown(results), relations_markdown(results)]
     if scenes:
         lines += ["## Scenes (prompts stating several relations)", "",
                   "All correct: every relation of the prompt drawn its way round; per relation: each relation of each "

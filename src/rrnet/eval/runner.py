@@ -44,7 +44,7 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from rrnet.atomic import atomic_write_text
+from rrnet.atomic import atomic_write_text, remove_leftovers
 from rrnet.data import RelationSpec, save_image_atomic
 from rrnet.data.scenes import SceneSpec
 from rrnet.errors import DataError, RRNetError
@@ -299,6 +299,7 @@ class GenerationReport:
 def generate_rows(
     load_pipe: Callable[[], Any], model_id: str, methods: Sequence[Method], rows: Sequence[Row],
     settings: EvalSettings, progress: bool = True, processes: Processes | None = None,
+    report_dir: Path | None = None,
 ) -> GenerationReport:
     """Generate the images not on disk yet; the pipeline is only loaded if any are missing.
 
@@ -306,12 +307,13 @@ def generate_rows(
     settings: other settings are refused, other content makes the folder stale and it is made
     again. All conditionings are computed before the first image is written, so a prompt or
     checkpoint that cannot be used stops the run before any work is written. With several
-    `processes` each samples its share of the batches (`generate_shared`).
+    `processes` each samples its share of the batches (`generate_shared`). With `report_dir`, the
+    report a previous run wrote there is removed once the settings check has passed.
     """
     if processes is not None and processes.several:
-        return generate_shared(load_pipe, model_id, methods, rows, settings, processes, progress)
+        return generate_shared(load_pipe, model_id, methods, rows, settings, processes, progress, report_dir)
     rows = _rows_to_generate(rows, methods)
-    report, records = _prepare_folders(model_id, methods, rows, settings)
+    report, records = _prepare_folders(model_id, methods, rows, settings, report_dir)
     todo = missing_images(rows, settings)
     if todo == 0:
         return report
@@ -341,11 +343,14 @@ def generate_rows(
     return report
 
 
-def _prepare_folders(model_id: str, methods: Sequence[Method], rows: Sequence[Row],
-                     settings: EvalSettings) -> tuple[GenerationReport, dict[Path, dict[str, Any]]]:
+def _prepare_folders(model_id: str, methods: Sequence[Method], rows: Sequence[Row], settings: EvalSettings,
+                     report_dir: Path | None = None) -> tuple[GenerationReport, dict[Path, dict[str, Any]]]:
     """Each folder's record (what makes its images); a folder made by other content is emptied
-    (stale), one made with other settings is refused."""
+    (stale), one made with other settings is refused (before anything is changed). Then the
+    previous report in `report_dir` goes: it describes images this run may replace, and until
+    the new report is written the folder must not read as finished (a kill mid-run)."""
     from rrnet.eval.provenance import model_digest
+    from rrnet.eval.report import PLOT_NAME, RESULTS_NAME, TABLE_NAME
 
     by_name = {m.name: m for m in methods}
     report = GenerationReport()
@@ -362,9 +367,13 @@ def _prepare_folders(model_id: str, methods: Sequence[Method], rows: Sequence[Ro
             record = _record(job, method, model_id, settings,
                              {"model": model_fingerprint, "checkpoint": fingerprints[key]})
             if _check_record(job, record):
-                discard_images(job.folder)
                 report.stale.append(str(job.folder))
             records[job.folder] = record
+    if report_dir is not None:
+        for name in (RESULTS_NAME, TABLE_NAME, PLOT_NAME):  # results.json first: the others follow it
+            (Path(report_dir) / name).unlink(missing_ok=True)
+    for folder in report.stale:
+        discard_images(Path(folder))
     return report, records
 
 
@@ -415,7 +424,7 @@ def _batches(rows: Sequence[Row], settings: EvalSettings) -> list[Batch]:
 
 def generate_shared(
     load_pipe: Callable[[], Any], model_id: str, methods: Sequence[Method], rows: Sequence[Row],
-    settings: EvalSettings, processes: Processes, progress: bool = True,
+    settings: EvalSettings, processes: Processes, progress: bool = True, report_dir: Path | None = None,
 ) -> GenerationReport:
     """`generate_rows` across processes: the main process checks every folder and writes its
     record; each process samples its share of the batches (`split_between_processes`) and writes
@@ -426,7 +435,7 @@ def generate_shared(
     records: dict[Path, dict[str, Any]] = {}
 
     def prepare() -> tuple[GenerationReport, list[Batch]]:
-        report, found = _prepare_folders(model_id, methods, rows, settings)
+        report, found = _prepare_folders(model_id, methods, rows, settings, report_dir)
         records.update(found)
         return report, _batches(rows, settings)
 
@@ -792,9 +801,14 @@ def check_scene_support(scenes: Sequence[SceneSpec], methods: Sequence[Method], 
 
 def _evaluate_locked(load_pipe, model_id, specs, methods, judges, output_dir: Path, settings: EvalSettings, fid,
                      benchmark, progress, rows, categories, processes: Processes) -> dict[str, Any]:
-    from rrnet.eval.report import write_report
+    from rrnet.eval.report import PLOT_NAME, RESULTS_NAME, TABLE_NAME, write_report
 
-    report = generate_rows(load_pipe, model_id, methods, rows, settings, progress, processes)
+    if processes.is_main:  # temporaries a killed run left: half-written images, verdicts, reports
+        for folder in dict.fromkeys(job.folder for row in rows for job in row.jobs):
+            remove_leftovers(folder)
+        for name in (RESULTS_NAME, TABLE_NAME, PLOT_NAME):  # in the output folder itself, only rrnet's own
+            remove_leftovers(output_dir, of=name)
+    report = generate_rows(load_pipe, model_id, methods, rows, settings, progress, processes, report_dir=output_dir)
 
     judged: dict[str, dict[str, Any]] = {row.label: {} for row in rows}
     judge_info = []

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rrnet.atomic import atomic_write_folder, atomic_write_text
+from rrnet.atomic import atomic_write_folder, atomic_write_text, remove_leftovers
 from rrnet.errors import RRNetError
+from rrnet.locking import folder_lock
 from rrnet.world.image_models import make_scheduler, train_unet, train_vae
 from rrnet.world.recipe import WorldRecipe
 from rrnet.world.record import WORLD_FILE
@@ -55,7 +56,13 @@ def _vae_stage(recipe: WorldRecipe, work: Path, progress: bool):
 
     folder = work / "vae"
     if stage_done(folder):
-        return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
+        from diffusers.configuration_utils import FrozenDict
+
+        vae = AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
+        # from_pretrained records the build folder as `_name_or_path`, which save_pretrained would write
+        # into the model's vae/config.json: a resumed build must write the same files as an unbroken one
+        vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "_name_or_path"})
+        return vae
     vae = train_vae(recipe, work, progress)
     _write_stage(folder, lambda tmp: vae.save_pretrained(tmp), {"steps": recipe.vae_steps})
     return vae
@@ -82,12 +89,25 @@ def build_world_backbone(
     build_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train (or resume) every part and write the diffusers folder to `output_dir`."""
+    """Train (or resume) every part and write the diffusers folder to `output_dir`.
+
+    The stages seed torch's global stream (their checkpoints save and restore it); the caller's
+    stream is put back afterwards. The output and build folders are locked for the run (one
+    builder at a time), and temporaries a killed build left behind are removed first."""
+    import torch
+
+    output_dir = Path(output_dir)
+    work = Path(build_dir) if build_dir else output_dir.parent / f"{output_dir.name}.build"
+    with folder_lock(output_dir), folder_lock(work), torch.random.fork_rng(devices=[]):
+        remove_leftovers(work)
+        remove_leftovers(output_dir.parent, of=output_dir.name)
+        return _build(output_dir, recipe, work, progress)
+
+
+def _build(output_dir: Path, recipe: WorldRecipe | None, work: Path, progress: bool) -> Path:
     from diffusers import StableDiffusionPipeline
 
     recipe = recipe or WorldRecipe()
-    output_dir = Path(output_dir)
-    work = Path(build_dir) if build_dir else output_dir.parent / f"{output_dir.name}.build"
     work.mkdir(parents=True, exist_ok=True)
     _check_same_recipe(work, recipe)
     atomic_write_text(work / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
