@@ -7,6 +7,8 @@ left of and right of; five rendered exemplars per folder), one rectifier per var
   direction      antisymmetric, plus direction targets from the world's order-aware pairs (text only:
                  half the EOT difference of each prompt pair, see rrnet.direction_targets);
   paper+direction  the paper's graph with the same direction targets (which change matters);
+  direction+floor  direction, with training timesteps drawn from the noisy end only (t >= 0.7 T, the
+                 floor of the `fast` recipe, where a layout is decided);
 and, as baselines, the per-pair rectifier of one train relation applied to other pairs
 (`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
 relation itself (`reference`, the only place a held-out pair is ever trained on) and per-pair
@@ -20,6 +22,7 @@ leave prompts without a relation as they are. The generalists read the
 triplet from the prompt (no triplet is passed). Rows are saved as they finish; a rerun resumes.
 
     python -m benchmarks.generalist [--samples 100] [--splits heldout train control single] [--alpha 0.4 0.8 1.2]
+    python -m benchmarks.generalist --merge A.json B.json   # pool runs made side by side into --output
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import object_names, object_prompt, prompt_for
 
 GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
-               "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True)}
+               "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True),
+               "direction+floor": ({"antisymmetric": True, "timestep_min": 0.7}, True)}
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "per-pair")
 TRANSFER_FROM = ("red circle", "above", "blue square")
 RELATION_SPLITS = ("heldout", "train", "control")
@@ -156,8 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", default="outputs/generalist", help="exemplars and trained rectifiers")
     ap.add_argument("--output", default="benchmarks/results/generalist.json")
     ap.add_argument("--eot_only", action="store_true", help="only the text-side check (rectified EOT cosines), no images")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="pool the rows of result files measured with the same "
+                    "settings (runs made side by side) into --output, then stop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.merge:
+        merge_results([Path(p) for p in args.merge], Path(args.output))
+        return
 
     out, work = Path(args.output), Path(args.work)
     recipe, sampling = load_recipe(args.model), world_sampling(args.model)
@@ -227,6 +236,24 @@ def main(argv: list[str] | None = None) -> None:
         relation = "" if s["relation"] is None else \
             f"relation {s['relation']['rate']:.3f} (worst prompt {s['worst_prompt_relation']:.2f}), "
         print(f"{s['split']:8s} {s['variant']}{alpha}: {relation}objects {s['objects']['rate']:.3f}")
+
+
+def merge_results(paths: list[Path], out: Path) -> None:
+    """Pool runs of this benchmark made side by side (each into its own file): one settings block,
+    the union of rows (a later file wins a repeated row), training logs and EOT checks."""
+    merged: dict = json.loads(out.read_text()) if out.is_file() else {}
+    for path in paths:
+        part = json.loads(path.read_text())
+        if merged.get("settings", part["settings"]) != part["settings"]:
+            raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
+        rows = {(r["variant"], r["alpha"], r["prompt"]): r for r in merged.get("rows", []) + part.get("rows", [])}
+        checks = {(e["split"], e["variant"]): e for e in merged.get("eot_cosine", []) + part.get("eot_cosine", [])}
+        merged.update(settings=part["settings"], machine=part["machine"], rows=list(rows.values()),
+                      training={**merged.get("training", {}), **part.get("training", {})},
+                      eot_cosine=list(checks.values()), date=max(merged.get("date", ""), part.get("date", "")))
+    merged["summary"] = summarise(merged["rows"])
+    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
+    print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")
 
 
 def sorted_words(a: str, relation: str, b: str, recipe) -> tuple[str, str, str]:
