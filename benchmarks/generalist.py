@@ -51,6 +51,7 @@ GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, 
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "per-pair")
 TRANSFER_FROM = ("red circle", "above", "blue square")
 RELATION_SPLITS = ("heldout", "train", "control")
+GATE = 0.99  # collapse gate of the text-side check (as in benchmarks.multi_relation)
 SPLITS = (*RELATION_SPLITS, "single")  # single: single-object captions, no relation
 
 
@@ -131,6 +132,27 @@ def eot_separation(pipe, recipe, rectifiers: dict) -> list[dict]:
     return out
 
 
+def gate_check(pipe, recipe, rectifiers: dict, alpha: float) -> list[dict]:
+    """Per split and generalist: how many prompts `collapse_gate` leaves at the base model's
+    embeddings and how many it edits exactly as the ungated rectifier does (text only). Where every
+    prompt of a split equals base (or ungated) bit for bit, so do its images and judged numbers."""
+    out = []
+    for split in RELATION_SPLITS:
+        prompts = [prompt_for(a, r, b) for _, a, r, b in prompts_of(recipe, [split])]
+        for name in GENERALISTS:
+            if name not in rectifiers or not prompts:
+                continue
+            same_base = same_ungated = 0
+            for prompt in prompts:
+                with torch.no_grad():
+                    gated = rectifiers[name].prompt_embeds(pipe, [prompt], alpha=alpha, collapse_gate=GATE)
+                    same_base += torch.equal(gated, rectifiers[name].prompt_embeds(pipe, [prompt], alpha=0.0))
+                    same_ungated += torch.equal(gated, rectifiers[name].prompt_embeds(pipe, [prompt], alpha=alpha))
+            out.append({"split": split, "variant": name, "gate": GATE, "alpha": alpha, "prompts": len(prompts),
+                        "equal_to_base": same_base, "equal_to_ungated": same_ungated})
+    return out
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Pooled rates per split, variant and alpha, with the worst prompt."""
     out = []
@@ -159,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="outputs/generalist", help="exemplars and trained rectifiers")
     ap.add_argument("--output", default="benchmarks/results/generalist.json")
-    ap.add_argument("--eot_only", action="store_true", help="only the text-side check (rectified EOT cosines), no images")
+    ap.add_argument("--eot_only", action="store_true", help="only the text-side checks (rectified EOT cosines, "
+                    "what the collapse gate keeps), no images")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="pool the rows of result files measured with the same "
                     "settings (runs made side by side) into --output, then stop")
     args = ap.parse_args(argv)
@@ -194,6 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     for e in separation:
         print(f"{e['split']:8s} {e['variant']}: rectified EOT cosine of the two orders, alpha 1: "
               f"mean {e['mean']:.4f} (min {e['min']:.4f}, max {e['max']:.4f}) over {e['relations']} relations")
+    gates = [g for alpha in args.alpha for g in gate_check(pipe, recipe, rectifiers, alpha)]
+    checked = {(g["split"], g["variant"], g["alpha"]) for g in gates}
+    result["collapse_gate"] = [g for g in result.get("collapse_gate", [])
+                               if (g["split"], g["variant"], g["alpha"]) not in checked] + gates
+    for g in gates:
+        print(f"{g['split']:8s} {g['variant']} alpha={g['alpha']:g}, collapse_gate {g['gate']}: of {g['prompts']} prompts "
+              f"{g['equal_to_base']} keep the base embeddings, {g['equal_to_ungated']} are edited as without the gate")
     if args.eot_only:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         return
@@ -248,9 +278,10 @@ def merge_results(paths: list[Path], out: Path) -> None:
             raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
         rows = {(r["variant"], r["alpha"], r["prompt"]): r for r in merged.get("rows", []) + part.get("rows", [])}
         checks = {(e["split"], e["variant"]): e for e in merged.get("eot_cosine", []) + part.get("eot_cosine", [])}
+        gates = {(g["split"], g["variant"], g["alpha"]): g for g in merged.get("collapse_gate", []) + part.get("collapse_gate", [])}
         merged.update(settings=part["settings"], machine=part["machine"], rows=list(rows.values()),
                       training={**merged.get("training", {}), **part.get("training", {})},
-                      eot_cosine=list(checks.values()), date=max(merged.get("date", ""), part.get("date", "")))
+                      eot_cosine=list(checks.values()), collapse_gate=list(gates.values()), date=max(merged.get("date", ""), part.get("date", "")))
     merged["summary"] = summarise(merged["rows"])
     atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
     print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")
