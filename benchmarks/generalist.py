@@ -13,7 +13,8 @@ and, as baselines, the per-pair rectifier of one train relation applied to other
 (`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
 relation itself (`reference`, the only place a held-out pair is ever trained on) and per-pair
 rectifiers trained on each train relation with the generalists' recipe (`per-pair`: the same
-epochs, so each relation gets as many pair steps as inside a generalist).
+epochs, so each relation gets as many pair steps as inside a generalist; `per-pair+floor` with the
+timestep floor of `direction+floor`).
 Then samples every prompt of the chosen splits (both relations of each pair's axis, both object
 orders) with the base model and each variant at each alpha, judges every image exactly, and
 reports relation and object accuracy with 95 % Wilson intervals. The `single` split is the world's
@@ -48,7 +49,8 @@ from rrnet.world.vocab import object_names, object_prompt, prompt_for
 GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
                "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True),
                "direction+floor": ({"antisymmetric": True, "timestep_min": 0.7}, True)}
-VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "per-pair")
+PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": 0.7}}  # per train relation, the generalists' recipe
+VARIANTS = ("base", *GENERALISTS, "transfer", "reference", *PER_PAIR)
 TRANSFER_FROM = ("red circle", "above", "blue square")
 RELATION_SPLITS = ("heldout", "train", "control")
 GATE = 0.99  # collapse gate of the text-side check (as in benchmarks.multi_relation)
@@ -66,7 +68,6 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
     base = dict(epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed,
                 relations_per_step=args.relations_per_step, direction_weight=args.direction_weight)
     directions = direction_prompt_pairs(order_aware_pairs(recipe))
-    generalist_recipe = TrainConfig(**base)
     for name, (extra, uses_directions) in GENERALISTS.items():
         if name in variants:
             jobs[name] = (train_dirs, TrainConfig(**base, **extra), directions if uses_directions else None)
@@ -78,9 +79,10 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
             folder = write_relation_folder(work / "data" / "heldout", a, relation, b, n_images=args.exemplars,
                                            size=recipe.size, seed=args.seed)
             jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
-    if "per-pair" in variants:
-        for folder in train_dirs:
-            jobs[f"per-pair/{folder.name}"] = ([folder], generalist_recipe, None)
+    for name, extra in PER_PAIR.items():
+        if name in variants:
+            for folder in train_dirs:
+                jobs[f"{name}/{folder.name}"] = ([folder], TrainConfig(**base, **extra), None)
     folders = {}
     for name, (data, config, pairs) in jobs.items():
         out = work / "rectifiers" / name
@@ -236,8 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                 settings_of.append(("base", None, None, None))
             elif split == "single" and variant not in GENERALISTS:
                 continue  # per-pair rectifiers are only ever given prompts of their own triplet
-            elif variant == "per-pair":
-                name = f"per-pair/{folder_name(*sorted_words(a, relation, b, recipe))}"
+            elif variant in PER_PAIR:
+                name = f"{variant}/{folder_name(*sorted_words(a, relation, b, recipe))}"
                 if name in rectifiers:  # train relations only
                     settings_of += [(variant, alpha, rectifiers[name], None) for alpha in args.alpha]
             elif variant == "transfer":
