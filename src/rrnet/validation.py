@@ -237,8 +237,6 @@ def check_prompts(model: str, specs, sentences: tuple[str, ...] = ()) -> None:
     tokenizer = local_tokenizer(model)
     if tokenizer is None:
         return
-    from rrnet.tokens import tokenize_prompt, word_positions
-
     with quiet_transformers():  # its "sequence longer than 77" note would be a second line
         _check_prompts(tokenizer, specs, sentences)
 
