@@ -9,6 +9,8 @@ left of and right of; five rendered exemplars per folder), one rectifier per var
   paper+direction  the paper's graph with the same direction targets (which change matters);
   direction+floor  direction, with training timesteps drawn from the noisy end only (t >= 0.7 T, the
                  floor of the `fast` recipe, where a layout is decided);
+  direction+w4, direction+w16  direction with the direction targets weighted 4 or 16 times as much
+                 (--direction_weight sets the others');
 and, as baselines, the per-pair rectifier of one train relation applied to other pairs
 (`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
 relation itself (`reference`, the only place a held-out pair is ever trained on) and per-pair
@@ -48,7 +50,9 @@ from rrnet.world.vocab import object_names, object_prompt, prompt_for
 
 GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
                "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True),
-               "direction+floor": ({"antisymmetric": True, "timestep_min": 0.7}, True)}
+               "direction+floor": ({"antisymmetric": True, "timestep_min": 0.7}, True),
+               "direction+w4": ({"antisymmetric": True, "direction_weight": 4.0}, True),
+               "direction+w16": ({"antisymmetric": True, "direction_weight": 16.0}, True)}
 PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": 0.7}}  # per train relation, the generalists' recipe
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", *PER_PAIR)
 TRANSFER_FROM = ("red circle", "above", "blue square")
@@ -57,27 +61,34 @@ GATE = 0.99  # collapse gate of the text-side check (as in benchmarks.multi_rela
 SPLITS = (*RELATION_SPLITS, "single")  # single: single-object captions, no relation
 
 
+def exemplar_folder(root: Path, words: tuple[str, str, str], recipe, args) -> Path:
+    """The rendered exemplar folder of a relation, written once: a folder is swapped in complete
+    (its index.json last), so one that exists is reused by later and side-by-side runs."""
+    folder = root / folder_name(*words)
+    if (folder / "index.json").is_file():
+        return folder
+    return write_relation_folder(root, *words, n_images=args.exemplars, size=recipe.size, seed=args.seed)
+
+
 def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
     """Train (or reuse) every rectifier the variants need; returns {name: folder}."""
     model = str(args.model)
     train_dirs = []
     for a, relation, b in pair_relations(recipe.train_pairs):
-        train_dirs.append(write_relation_folder(work / "data" / "train", a, relation, b, n_images=args.exemplars,
-                                                size=recipe.size, seed=args.seed))
+        train_dirs.append(exemplar_folder(work / "data" / "train", (a, relation, b), recipe, args))
     jobs: dict[str, tuple[list[Path], TrainConfig, list | None]] = {}
     base = dict(epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed,
                 relations_per_step=args.relations_per_step, direction_weight=args.direction_weight)
     directions = direction_prompt_pairs(order_aware_pairs(recipe))
     for name, (extra, uses_directions) in GENERALISTS.items():
         if name in variants:
-            jobs[name] = (train_dirs, TrainConfig(**base, **extra), directions if uses_directions else None)
+            jobs[name] = (train_dirs, TrainConfig(**{**base, **extra}), directions if uses_directions else None)
     if "transfer" in variants:
         source = work / "data" / "train" / folder_name(*TRANSFER_FROM)
         jobs["transfer"] = ([source], TrainConfig(seed=args.seed), None)
     if "reference" in variants:
         for a, relation, b in pair_relations(recipe.heldout_pairs):
-            folder = write_relation_folder(work / "data" / "heldout", a, relation, b, n_images=args.exemplars,
-                                           size=recipe.size, seed=args.seed)
+            folder = exemplar_folder(work / "data" / "heldout", (a, relation, b), recipe, args)
             jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
     for name, extra in PER_PAIR.items():
         if name in variants:

@@ -60,3 +60,20 @@ def test_library_lock_refuses_a_folder_another_process_holds(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_exemplar_folder_has_one_writer(tmp_path):
+    """Two runs writing the same world exemplar folder would race in the folder swap: the second is refused."""
+    from rrnet.world.exemplars import write_relation_folder
+
+    folder = tmp_path / "data" / "red_circle_above_blue_square"
+    child = _holder(folder)
+    try:
+        with pytest.raises(RRNetError, match="in use"):
+            write_relation_folder(tmp_path / "data", "red circle", "above", "blue square", n_images=1)
+        assert not folder.exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert write_relation_folder(tmp_path / "data", "red circle", "above", "blue square", n_images=1) == folder
+    assert (folder / "index.json").is_file()

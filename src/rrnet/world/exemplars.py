@@ -22,6 +22,7 @@ import numpy as np
 from rrnet.atomic import atomic_write_folder, atomic_write_text
 from rrnet.data.images import save_image_atomic
 from rrnet.errors import DataError
+from rrnet.locking import folder_lock
 from rrnet.world.render import BASE_SIZE, render_object, render_relations, to_pil
 from rrnet.world.vocab import Triplet, caption_for, check_relations, prompt_for, swap_clause
 
@@ -67,14 +68,18 @@ def _check_count(n_images: int) -> None:
 
 
 def _write_folder(folder: Path, index: dict, jobs, n_images: int) -> Path:
-    """Render every (sub-folder, render) job `n_images` times and write the folder as one unit."""
+    """Render every (sub-folder, render) job `n_images` times and write the folder as one unit.
+
+    One writer at a time: the swap that puts the new folder in place is safe against a kill, not
+    against a second process swapping the same folder, so another run writing it is refused."""
     def write(tmp: Path) -> None:
         for sub, render in jobs:
             for k in range(1, n_images + 1):
                 save_image_atomic(to_pil(render()), tmp / sub / f"{k}.png")
         atomic_write_text(tmp / "index.json", json.dumps(index, indent=4) + "\n")
 
-    return atomic_write_folder(folder, write)
+    with folder_lock(folder):
+        return atomic_write_folder(folder, write)
 
 
 def write_relation_folder(
