@@ -12,6 +12,10 @@ from rrnet.backbones.shapes import SHAPES, build_pipeline_from_shape
 from rrnet.data import load_relation
 from rrnet.world.exemplars import write_relation_folder
 
+# `collapse_gate` of the world benchmarks: a relation is edited only if the text encoder gives its two
+# orders EOT states at least this similar (the world's collapsed pairs ~1.0, order-aware <= 0.69)
+COLLAPSE_GATE = 0.99
+
 
 def benchmark_pipeline(shape_name: str, device: str = "cpu", dtype=None):
     """Random-weight pipeline of a named shape (timings do not depend on weight values)."""
@@ -81,6 +85,11 @@ def grouped_rows(rows: list[dict], key: str, key_order, variant_order) -> list[t
     for row in rows:
         groups.setdefault((row[key], row["variant"], row["alpha"]), []).append(row)
     return sorted(groups.items(), key=lambda kv: (key_order.index(kv[0][0]), variant_order.index(kv[0][1]), kv[0][2] or 0))
+
+
+def keyed_union(first: list[dict], second: list[dict], key: Callable[[dict], tuple]) -> list[dict]:
+    """Entries of both lists, one per key; an entry of `second` replaces the one of `first` with its key."""
+    return list({key(e): e for e in first + second}.values())
 
 
 def pooled_rate(members: list[dict], get) -> dict:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import grouped_rows, judge_object, judge_prompt, pooled_rate
+from benchmarks.common import COLLAPSE_GATE, grouped_rows, judge_object, judge_prompt, keyed_union, pooled_rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
@@ -48,17 +48,30 @@ from rrnet.world.exemplars import folder_name, write_relation_folder
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import object_names, object_prompt, prompt_for
 
+FLOOR = 0.7  # timestep floor of the +floor variants: t >= 0.7 T, as in the `fast` recipe
 GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
                "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True),
-               "direction+floor": ({"antisymmetric": True, "timestep_min": 0.7}, True),
+               "direction+floor": ({"antisymmetric": True, "timestep_min": FLOOR}, True),
                "direction+w4": ({"antisymmetric": True, "direction_weight": 4.0}, True),
                "direction+w16": ({"antisymmetric": True, "direction_weight": 16.0}, True)}
-PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": 0.7}}  # per train relation, the generalists' recipe
+PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": FLOOR}}  # per train relation, the generalists' recipe
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", *PER_PAIR)
 TRANSFER_FROM = ("red circle", "above", "blue square")
 RELATION_SPLITS = ("heldout", "train", "control")
-GATE = 0.99  # collapse gate of the text-side check (as in benchmarks.multi_relation)
 SPLITS = (*RELATION_SPLITS, "single")  # single: single-object captions, no relation
+
+
+# what identifies an entry of the result file: a judged row, an EOT check, a collapse-gate check
+def row_key(r: dict) -> tuple:
+    return r["variant"], r["alpha"], r["prompt"]
+
+
+def check_key(e: dict) -> tuple:
+    return e["split"], e["variant"]
+
+
+def gate_key(g: dict) -> tuple:
+    return g["split"], g["variant"], g["alpha"]
 
 
 def exemplar_folder(root: Path, words: tuple[str, str, str], recipe, args) -> Path:
@@ -145,7 +158,7 @@ def eot_separation(pipe, recipe, rectifiers: dict) -> list[dict]:
     return out
 
 
-def gate_check(pipe, recipe, rectifiers: dict, alpha: float) -> list[dict]:
+def gate_check(pipe, recipe, rectifiers: dict, alphas: list[float]) -> list[dict]:
     """Per split and generalist: how many prompts `collapse_gate` leaves at the base model's
     embeddings and how many it edits exactly as the ungated rectifier does (text only). Where every
     prompt of a split equals base (or ungated) bit for bit, so do its images and judged numbers."""
@@ -155,14 +168,17 @@ def gate_check(pipe, recipe, rectifiers: dict, alpha: float) -> list[dict]:
         for name in GENERALISTS:
             if name not in rectifiers or not prompts:
                 continue
-            same_base = same_ungated = 0
-            for prompt in prompts:
-                with torch.no_grad():
-                    gated = rectifiers[name].prompt_embeds(pipe, [prompt], alpha=alpha, collapse_gate=GATE)
-                    same_base += torch.equal(gated, rectifiers[name].prompt_embeds(pipe, [prompt], alpha=0.0))
-                    same_ungated += torch.equal(gated, rectifiers[name].prompt_embeds(pipe, [prompt], alpha=alpha))
-            out.append({"split": split, "variant": name, "gate": GATE, "alpha": alpha, "prompts": len(prompts),
-                        "equal_to_base": same_base, "equal_to_ungated": same_ungated})
+            rectifier = rectifiers[name]
+            with torch.no_grad():
+                base = [rectifier.prompt_embeds(pipe, [prompt], alpha=0.0) for prompt in prompts]
+                for alpha in alphas:
+                    same_base = same_ungated = 0
+                    for prompt, unedited in zip(prompts, base):
+                        gated = rectifier.prompt_embeds(pipe, [prompt], alpha=alpha, collapse_gate=COLLAPSE_GATE)
+                        same_base += torch.equal(gated, unedited)
+                        same_ungated += torch.equal(gated, rectifier.prompt_embeds(pipe, [prompt], alpha=alpha))
+                    out.append({"split": split, "variant": name, "gate": COLLAPSE_GATE, "alpha": alpha,
+                                "prompts": len(prompts), "equal_to_base": same_base, "equal_to_ungated": same_ungated})
     return out
 
 
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{out} was measured with other settings; move it away to measure again")
     result["settings"] = settings
     result["machine"] = "2-core CPU, torch " + torch.__version__
-    rows = {(r["variant"], r["alpha"], r["prompt"]): r for r in result.get("rows", [])}
+    rows = {row_key(r): r for r in result.get("rows", [])}
 
     pipe = load_pipeline(args.model, device="cpu", progress=False)
     folders = train_variants(pipe, recipe, args.variants, work, args)
@@ -225,15 +241,12 @@ def main(argv: list[str] | None = None) -> None:
                           **{name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
                              for name, folder in folders.items()}}
     separation = eot_separation(pipe, recipe, rectifiers)
-    measured = {(e["split"], e["variant"]) for e in separation}
-    result["eot_cosine"] = [e for e in result.get("eot_cosine", []) if (e["split"], e["variant"]) not in measured] + separation
+    result["eot_cosine"] = keyed_union(result.get("eot_cosine", []), separation, check_key)
     for e in separation:
         print(f"{e['split']:8s} {e['variant']}: rectified EOT cosine of the two orders, alpha 1: "
               f"mean {e['mean']:.4f} (min {e['min']:.4f}, max {e['max']:.4f}) over {e['relations']} relations")
-    gates = [g for alpha in args.alpha for g in gate_check(pipe, recipe, rectifiers, alpha)]
-    checked = {(g["split"], g["variant"], g["alpha"]) for g in gates}
-    result["collapse_gate"] = [g for g in result.get("collapse_gate", [])
-                               if (g["split"], g["variant"], g["alpha"]) not in checked] + gates
+    gates = gate_check(pipe, recipe, rectifiers, args.alpha)
+    result["collapse_gate"] = keyed_union(result.get("collapse_gate", []), gates, gate_key)
     for g in gates:
         print(f"{g['split']:8s} {g['variant']} alpha={g['alpha']:g}, collapse_gate {g['gate']}: of {g['prompts']} prompts "
               f"{g['equal_to_base']} keep the base embeddings, {g['equal_to_ungated']} are edited as without the gate")
@@ -289,12 +302,12 @@ def merge_results(paths: list[Path], out: Path) -> None:
         part = json.loads(path.read_text())
         if merged.get("settings", part["settings"]) != part["settings"]:
             raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
-        rows = {(r["variant"], r["alpha"], r["prompt"]): r for r in merged.get("rows", []) + part.get("rows", [])}
-        checks = {(e["split"], e["variant"]): e for e in merged.get("eot_cosine", []) + part.get("eot_cosine", [])}
-        gates = {(g["split"], g["variant"], g["alpha"]): g for g in merged.get("collapse_gate", []) + part.get("collapse_gate", [])}
-        merged.update(settings=part["settings"], machine=part["machine"], rows=list(rows.values()),
+        merged.update(settings=part["settings"], machine=part["machine"],
+                      rows=keyed_union(merged.get("rows", []), part.get("rows", []), row_key),
                       training={**merged.get("training", {}), **part.get("training", {})},
-                      eot_cosine=list(checks.values()), collapse_gate=list(gates.values()), date=max(merged.get("date", ""), part.get("date", "")))
+                      eot_cosine=keyed_union(merged.get("eot_cosine", []), part.get("eot_cosine", []), check_key),
+                      collapse_gate=keyed_union(merged.get("collapse_gate", []), part.get("collapse_gate", []), gate_key),
+                      date=max(merged.get("date", ""), part.get("date", "")))
     merged["summary"] = summarise(merged["rows"])
     atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
     print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")

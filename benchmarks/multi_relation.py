@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.common import grouped_rows, pooled_rate, rate
+from benchmarks.common import COLLAPSE_GATE, grouped_rows, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations, save_image_atomic
@@ -45,9 +45,7 @@ from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import caption_for, swap_clause
 
 VARIANTS = ("base", "summed", "joint", "gated")
-# `gated`: the joint rectifier with `collapse_gate`, editing only relations whose two orders the text
-# encoder gives EOT states at least this similar (the world's collapsed pairs ~1.0, order-aware <= 0.69)
-GATE = 0.99
+# `gated`: the joint rectifier with `collapse_gate` (benchmarks.common.COLLAPSE_GATE)
 GROUPS = ("collapsed-train", "collapsed-heldout", "control")
 PHRASES = ["above", "left of"]
 
@@ -103,7 +101,7 @@ def caption_embeds(pipe, triplets, alpha, rectifier, gate: float | None = None) 
 def variant_rectifier(rectifiers: dict, variant: str):
     """(rectifier, collapse gate) of a variant; the base model has neither."""
     if variant == "gated":
-        return rectifiers.get("joint"), GATE
+        return rectifiers.get("joint"), COLLAPSE_GATE
     return rectifiers.get(variant), None
 
 
