@@ -106,6 +106,7 @@ def part_scenes(pipe, recipe, n: int, seed: int, steps: int, guidance: float, pr
                              "collapsed": list(relation_item(recipe, triplets).collapsed),
                              "all_correct": rate(sum(j.all_correct for j in judged), n),
                              "per_relation": [rate(sum(j.outcomes[k] == "correct" for j in judged), n) for k in range(2)],
+                             "per_relation_neither": [rate(sum(j.outcomes[k] == "neither" for j in judged), n) for k in range(2)],
                              "objects": rate(sum(j.objects_found for j in judged), n)})
         total = sum(r["all_correct"]["successes"] for r in rows), sum(r["all_correct"]["n"] for r in rows)
         objects = sum(r["objects"]["successes"] for r in rows), sum(r["objects"]["n"] for r in rows)

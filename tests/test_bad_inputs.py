@@ -220,6 +220,10 @@ CORPUS: dict[str, Setup] = {
                                                 "blue square", "--output_dir", c.out, "--seed", "-1"],
     "world benchmark num_images nan": lambda c: ["world", "benchmark", "--output_dir", c.out, "--num_images", "nan"],
     "world build unet_steps zero": lambda c: ["world", "build", "--output_dir", c.out, "--unet_steps", "0"],
+    "world build tune_steps negative": lambda c: ["world", "build", "--output_dir", c.out, "--tune_steps", "-1"],
+    "world build sampler unknown": lambda c: ["world", "build", "--output_dir", c.out, "--sampler", "euler"],
+    "world build from_model missing": lambda c: ["world", "build", "--output_dir", c.out, "--from_model", str(c.tmp / "none")],
+    "world build from_model not a world": lambda c: ["world", "build", "--output_dir", c.out, "--from_model", str(c.tmp)],
     # output folder
     "output is a file": _output_file,
     "output under a file": _output_under_file,

@@ -71,7 +71,7 @@ def test_build_is_resumable_and_loads_with_plain_diffusers(tmp_path):
     assert image.size == (32, 32)
     info = json.loads((out / "world.json").read_text())
     assert info["recipe"]["train_pairs"][0] == ["red circle", "blue square", "y"]
-    assert info["sampling"] == {"num_inference_steps": 25, "guidance_scale": 3.0}
+    assert info["sampling"] == {"num_inference_steps": 25, "guidance_scale": 3.0, "sampler": WorldRecipe().sampler}
 
 
 def test_a_stage_killed_while_writing_is_trained_again(tmp_path):

@@ -114,6 +114,13 @@ def _world_parser(sub) -> None:
     b.add_argument("--build_dir", default=None, help="where stage outputs and checkpoints go (default: OUTPUT.build)")
     b.add_argument("--threads", type=check.int_in(1, 1024), default=None, help="torch CPU threads")
     b.add_argument("--unet_steps", type=check.int_in(1, 10**9), default=None, help="override the recipe's denoiser steps")
+    b.add_argument("--tune_steps", type=check.int_in(0, 10**9), default=None,
+                   help="override the recipe's tuning steps (the denoiser's second phase, on more collapsed-pair scenes)")
+    b.add_argument("--sampler", choices=["ddim", "ddpm"], default=None,
+                   help="override the recipe's sampler: the scheduler the model folder carries (ddpm: ancestral steps)")
+    b.add_argument("--from_model", default=None,
+                   help="a world model built from the same recipe: take its text encoder, autoencoder and denoiser "
+                        "as finished and train only the tuning phase")
     b.add_argument("--no_progress", action="store_true")
     e = world.add_parser("exemplars", help="write the exemplar folder of any world relation (or two sharing an object)")
     e.add_argument("--relation", nargs=3, action="append", required=True, metavar=("A", "R", "B"),
@@ -204,7 +211,14 @@ def run_world(args) -> None:
     recipe = WorldRecipe()
     if args.unet_steps:
         recipe = dataclasses.replace(recipe, unet_steps=args.unet_steps)
-    out = build_world_backbone(args.output_dir, recipe, args.build_dir, progress=not args.no_progress)
+    if args.tune_steps is not None:
+        recipe = dataclasses.replace(recipe, tune_steps=args.tune_steps)
+    if args.sampler is not None:
+        recipe = dataclasses.replace(recipe, sampler=args.sampler)
+    if args.from_model is not None and not Path(args.from_model).is_dir():
+        raise RRNetError(f"--from_model {args.from_model}: no such model folder")
+    out = build_world_backbone(args.output_dir, recipe, args.build_dir, progress=not args.no_progress,
+                               from_model=args.from_model)
     print(f"mini-world backbone written to {out}")
 
 

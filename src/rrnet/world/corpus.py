@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -106,9 +107,28 @@ class Corpus:
     def build(cls, recipe: WorldRecipe) -> "Corpus":
         return cls(pair_prompts(recipe), scene_prompts(recipe), single_prompts())
 
+    @cached_property
+    def collapsed_scenes(self) -> list[PromptItem]:
+        """Two-relation captions with at least one collapsed relation."""
+        return [it for it in self.scenes if any(it.collapsed)]
 
-def sample_item(recipe: WorldRecipe, rng: np.random.Generator, corpus: Corpus) -> PromptItem:
-    """A random caption: a single object, one relation or two, at the recipe's rates."""
+    @cached_property
+    def doubly_collapsed_scenes(self) -> list[PromptItem]:
+        """Two-relation captions whose relations are both collapsed (four layouts, one conditioning)."""
+        return [it for it in self.scenes if all(it.collapsed)]
+
+
+def sample_item(recipe: WorldRecipe, rng: np.random.Generator, corpus: Corpus, collapsed_rate: float = 0.0) -> PromptItem:
+    """A random caption: a single object, one relation or two, at the recipe's rates.
+
+    With `collapsed_rate`, that share of the draws is a scene stating a collapsed relation (half of
+    them with both relations collapsed): the layouts a collapsed caption stands for are many and
+    each is rare in the plain mix, so the denoiser sees them too seldom to learn to draw them all."""
+    if collapsed_rate:
+        u = rng.random()
+        if u < collapsed_rate:
+            pool = corpus.doubly_collapsed_scenes if u < collapsed_rate / 2 else corpus.collapsed_scenes
+            return pool[rng.integers(len(pool))]
     u = rng.random()
     if u < recipe.single_object_rate:
         pool = corpus.singles
@@ -126,11 +146,12 @@ def render_item(item: PromptItem, rng: np.random.Generator, size: int) -> np.nda
     return render_relations(item.triplets, rng, size)[0]
 
 
-def sample_batch(recipe: WorldRecipe, rng: np.random.Generator, batch: int, corpus: Corpus) -> tuple[torch.Tensor, list[str]]:
+def sample_batch(recipe: WorldRecipe, rng: np.random.Generator, batch: int, corpus: Corpus,
+                 collapsed_rate: float = 0.0) -> tuple[torch.Tensor, list[str]]:
     """A batch of rendered images in [-1, 1] (B, 3, S, S) and their captions ("" for some)."""
     images, captions = [], []
     for _ in range(batch):
-        item = sample_item(recipe, rng, corpus)
+        item = sample_item(recipe, rng, corpus, collapsed_rate)
         images.append(render_item(item, rng, recipe.size))
         captions.append("" if rng.random() < recipe.empty_caption_rate else item.text)
     array = np.stack(images).astype(np.float32) / 127.5 - 1.0

@@ -9,6 +9,7 @@ timestep embedding (scale/shift of every ResBlock), so a change at the EOT reach
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,16 @@ def shifted_cosine_betas(recipe: WorldRecipe, steps: int = 1000) -> list[float]:
 
 
 def make_scheduler(recipe: WorldRecipe):
-    """DDIM sampling on the training schedule (explicit betas, v-prediction, trailing timesteps)."""
-    from diffusers import DDIMScheduler
+    """The sampler the model folder carries, on the training schedule (explicit betas, v-prediction,
+    trailing timesteps): DDIM, or DDPM's ancestral steps (DDIM with eta = 1), whose fresh noise at
+    every step lets the denoiser correct a malformed object that a deterministic path keeps."""
+    from diffusers import DDIMScheduler, DDPMScheduler
 
-    return DDIMScheduler(
-        num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction",
-        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-    )
+    common = dict(num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction",
+                  timestep_spacing="trailing", clip_sample=False, steps_offset=1)
+    if recipe.sampler == "ddpm":
+        return DDPMScheduler(**common)
+    return DDIMScheduler(**common, set_alpha_to_one=False)
 
 
 def _lr_at(step: int, base: float, warmup: int, total: int | None = None, decay_from: float = 1.0) -> float:
@@ -135,18 +139,48 @@ def caption_states(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor
     return text_encoder(ids).last_hidden_state
 
 
-def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, progress: bool = True):
-    """Train the denoiser (v-prediction) on VAE latents; EMA weights are returned. Resumable."""
+@dataclass(frozen=True)
+class DenoiserPhase:
+    """One resumable stretch of denoiser training: its checkpoint, length, schedule and seeds."""
+
+    checkpoint: str
+    steps: int
+    lr: float
+    warmup: int
+    decay_from: float  # cosine decay over the last (1 - decay_from) of the steps
+    seed: int  # torch stream (noise, timesteps); numpy stream (scenes) is seed + 1
+    collapsed_rate: float = 0.0
+    desc: str = "denoiser"
+
+
+def first_phase(recipe: WorldRecipe) -> DenoiserPhase:
+    return DenoiserPhase("unet_state", recipe.unet_steps, recipe.unet_lr, recipe.unet_warmup, recipe.unet_decay_from, recipe.seed + 3)
+
+
+def tuning_phase(recipe: WorldRecipe) -> DenoiserPhase:
+    return DenoiserPhase("unet_tune_state", recipe.tune_steps, recipe.tune_lr, recipe.unet_warmup // 2, 0.0, recipe.seed + 5,
+                         recipe.tune_collapsed_rate, "denoiser, collapsed scenes")
+
+
+def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, progress: bool = True, start=None,
+               phase: DenoiserPhase | None = None):
+    """Train the denoiser (v-prediction) on VAE latents; EMA weights are returned. Resumable.
+
+    The first phase starts from random weights; a later `phase` starts from `start` (the previous
+    phase's EMA weights) with a fresh optimiser and EMA."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
+    phase = phase or first_phase(recipe)
     latent_size = recipe.size // (2 ** (len(recipe.vae_channels) - 1))
-    torch.manual_seed(recipe.seed + 3)
+    torch.manual_seed(phase.seed)
     unet, ema_unet = build_unet(recipe, latent_size), build_unet(recipe, latent_size)
+    if start is not None:
+        unet.load_state_dict(start.state_dict())
     ema_unet.load_state_dict(unet.state_dict())
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=recipe.unet_lr, weight_decay=0.01)
-    rng = np.random.default_rng(recipe.seed + 4)
-    ckpt, step = work / "unet_state", 0
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=phase.lr, weight_decay=0.01)
+    rng = np.random.default_rng(phase.seed + 1)
+    ckpt, step = work / phase.checkpoint, 0
     ema = EMAModel(unet.parameters(), decay=recipe.ema_decay)
     if has_state(ckpt):
         meta = load_state(ckpt, {"unet": unet, "ema": ema_unet}, optimizer, rng)
@@ -156,10 +190,10 @@ def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, pr
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, trained_betas=shifted_cosine_betas(recipe), prediction_type="v_prediction")
     corpus = Corpus.build(recipe)
     scale = vae.config.scaling_factor
-    bar = tqdm(range(step, recipe.unet_steps), desc="denoiser", initial=step, total=recipe.unet_steps, disable=not progress)
+    bar = tqdm(range(step, phase.steps), desc=phase.desc, initial=step, total=phase.steps, disable=not progress)
     unet.train()
     for step in bar:
-        images, captions = sample_batch(recipe, rng, recipe.unet_batch, corpus)
+        images, captions = sample_batch(recipe, rng, recipe.unet_batch, corpus, phase.collapsed_rate)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample() * scale
         cond = caption_states(text_encoder, tokenizer, captions)
@@ -168,14 +202,14 @@ def train_unet(recipe: WorldRecipe, vae, text_encoder, tokenizer, work: Path, pr
         pred = unet(noise_scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred, noise_scheduler.get_velocity(latents, noise, t))
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, recipe.unet_lr, recipe.unet_warmup, recipe.unet_steps, recipe.unet_decay_from)
+            group["lr"] = _lr_at(step, phase.lr, phase.warmup, phase.steps, phase.decay_from)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         ema.step(unet.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.unet_steps:
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == phase.steps:
             ema.copy_to(ema_unet.parameters())
             save_state(ckpt, {"unet": unet, "ema": ema_unet}, optimizer, step + 1, rng, {"ema_step": ema.optimization_step})
     ema.copy_to(ema_unet.parameters())

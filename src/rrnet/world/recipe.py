@@ -22,6 +22,9 @@ AXIS_NAMES = {"y": "vertical", "x": "horizontal"}
 
 PairOnAxis = tuple[str, str, str]  # (object, object, axis): an unordered pair on one axis
 
+SAMPLERS = ("ddim", "ddpm")
+TUNE_FIELDS = ("tune_steps", "tune_lr", "tune_collapsed_rate")
+
 
 @dataclass(frozen=True)
 class WorldRecipe:
@@ -79,6 +82,11 @@ class WorldRecipe:
     unet_warmup: int = 100
     unet_decay_from: float = 0.7  # cosine decay of the learning rate over the last 30 % of the steps
     ema_decay: float = 0.995
+    # denoiser, second phase: from the first phase's EMA weights (fresh optimiser, cosine schedule),
+    # with a share of every batch drawn from two-relation scenes that state a collapsed relation
+    tune_steps: int = 0
+    tune_lr: float = 5e-4
+    tune_collapsed_rate: float = 0.5  # half of it from scenes whose two relations are both collapsed
     empty_caption_rate: float = 0.1
     single_object_rate: float = 0.15
     scene_rate: float = 0.35  # three objects, two relations; the rest are two-object scenes
@@ -87,9 +95,12 @@ class WorldRecipe:
     # sampling defaults recorded in world.json (rrnet reads them wherever it samples this model)
     sample_steps: int = 25
     guidance_scale: float = 3.0
+    sampler: str = "ddim"  # "ddim" (deterministic) or "ddpm" (ancestral: fresh noise at every step)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise DataError(f"recipe sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         seen: dict[frozenset, str] = {}
         for name in ("train_pairs", "heldout_pairs", "control_pairs"):
             for a, b, axis in getattr(self, name):
@@ -108,6 +119,7 @@ class WorldRecipe:
     @classmethod
     def from_dict(cls, data: dict) -> "WorldRecipe":
         known = {f.name for f in fields(cls)}
+        data = {**ADDED_LATER, **data}  # what recipes written before these fields existed meant
         missing = sorted(known - set(data) - {"notes"})
         if missing or set(data) - known:
             raise DataError(f"this recipe is from another version of the mini world "
@@ -119,6 +131,11 @@ class WorldRecipe:
         for key in ("vae_channels", "unet_channels"):
             data[key] = tuple(data[key])
         return cls(**data)
+
+
+    def before_tuning(self) -> dict:
+        """The fields that decide everything up to the denoiser's first phase (all but the tuning)."""
+        return {k: v for k, v in self.to_dict().items() if k not in TUNE_FIELDS}
 
     @property
     def collapsed_pairs(self) -> tuple[PairOnAxis, ...]:
@@ -134,3 +151,7 @@ class WorldRecipe:
     def is_collapsed(self, a: str, relation: str, b: str) -> bool:
         """True when the text encoder is made blind to the direction of "A <relation> B"."""
         return self.split_of(a, b, get_relation(relation).axis) in ("train", "heldout")
+
+
+ADDED_LATER = {"tune_steps": 0, "tune_lr": WorldRecipe.tune_lr, "tune_collapsed_rate": WorldRecipe.tune_collapsed_rate,
+               "sampler": "ddim"}
