@@ -134,6 +134,8 @@ def test_an_ancestral_sampler_is_carried_by_the_model_and_reproducible(untuned, 
     assert not np.array_equal(sample_images(ddim, embeds, settings, output_type="np"), together)
 
 
-def test_an_unknown_sampler_is_refused():
+def test_an_unknown_sampler_or_a_rate_outside_0_1_is_refused():
     with pytest.raises(RRNetError, match="sampler"):
         WorldRecipe(sampler="euler")
+    with pytest.raises(RRNetError, match="tune_collapsed_rate"):
+        WorldRecipe(tune_collapsed_rate=1.5)

@@ -101,6 +101,8 @@ class WorldRecipe:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise DataError(f"recipe sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if not 0.0 <= self.tune_collapsed_rate <= 1.0:
+            raise DataError(f"recipe tune_collapsed_rate: {self.tune_collapsed_rate} is not a share in [0, 1]")
         seen: dict[frozenset, str] = {}
         for name in ("train_pairs", "heldout_pairs", "control_pairs"):
             for a, b, axis in getattr(self, name):
@@ -131,7 +133,6 @@ class WorldRecipe:
         for key in ("vae_channels", "unet_channels"):
             data[key] = tuple(data[key])
         return cls(**data)
-
 
     def before_tuning(self) -> dict:
         """The fields that decide everything up to the denoiser's first phase (all but the tuning)."""
