@@ -103,11 +103,11 @@ def _check_source(source: Path, recipe: WorldRecipe) -> dict:
     return source_info
 
 
-def _seed_stages(work: Path, source: Path, recipe: WorldRecipe) -> None:
-    """Take the text encoder, autoencoder and first denoiser phase from a model built from this recipe."""
+def _seed_stages(work: Path, source: Path, source_info: dict, recipe: WorldRecipe) -> None:
+    """Take the text encoder, autoencoder and first denoiser phase from a model built from this
+    recipe (`source_info`: its `world.json`, checked by `_check_source`)."""
     import shutil
 
-    source_info = _check_source(source, recipe)
     markers = {"text_encoder": {"terms": source_info.get("text_encoder_terms", {})},
                "vae": {"steps": recipe.vae_steps}, "unet": {"steps": recipe.unet_steps}}
     for stage, info in markers.items():
@@ -155,23 +155,24 @@ def build_world_backbone(
     import torch
 
     output_dir = Path(output_dir)
-    if from_model is not None:
-        _check_source(Path(from_model), recipe or WorldRecipe())  # before anything is created
+    recipe = recipe or WorldRecipe()
+    source = None
+    if from_model is not None:  # checked before anything is created
+        source = Path(from_model), _check_source(Path(from_model), recipe)
     work = Path(build_dir) if build_dir else output_dir.parent / f"{output_dir.name}.build"
     with folder_lock(output_dir), folder_lock(work), torch.random.fork_rng(devices=[]):
         remove_leftovers(work)
         remove_leftovers(output_dir.parent, of=output_dir.name)
-        return _build(output_dir, recipe, work, progress, Path(from_model) if from_model else None)
+        return _build(output_dir, recipe, work, progress, source)
 
 
-def _build(output_dir: Path, recipe: WorldRecipe | None, work: Path, progress: bool, from_model: Path | None) -> Path:
+def _build(output_dir: Path, recipe: WorldRecipe, work: Path, progress: bool, source: tuple[Path, dict] | None) -> Path:
     from diffusers import StableDiffusionPipeline
 
-    recipe = recipe or WorldRecipe()
     work.mkdir(parents=True, exist_ok=True)
     _check_same_recipe(work, recipe)
-    if from_model is not None:
-        _seed_stages(work, from_model, recipe)
+    if source is not None:
+        _seed_stages(work, *source, recipe)
     atomic_write_text(work / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
     tokenizer = world_tokenizer()
     text_encoder, text_terms = _text_stage(recipe, tokenizer, work, progress)
