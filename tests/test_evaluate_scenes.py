@@ -87,7 +87,7 @@ def test_scene_benchmark_end_to_end_from_the_command_line(tmp_path, world_pipe, 
     capsys.readouterr()
     args = ["evaluate", "--model", str(shipped_backbone()), "--benchmark", str(bench), "--judge", "exact",
             "--rectifier", str(tmp_path / "generalist"), "--alpha", "0", "1", "--num_images", "2", "--seed", "3",
-            "--steps", "10", "--batch_size", "2", "--output_dir", str(out), "--no_progress"]
+            "--batch_size", "2", "--output_dir", str(out), "--no_progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "All correct(exact)" in printed and "Position(exact)" not in printed
@@ -115,7 +115,7 @@ def test_scene_benchmark_end_to_end_from_the_command_line(tmp_path, world_pipe, 
                                                 .outcomes[k] == "correct" for p in sorted(folder.glob("*.png")))
             pooled += direct
         assert scenes["overall"] == pooled.summary() == scenes["scenes"][specs[0].name]
-        assert pooled.objects > 0 and pooled.relations_correct + pooled.swapped + pooled.neither > 0  # real verdicts
+        assert pooled.relations_correct + pooled.swapped + pooled.neither > 0  # real verdicts, not only "missing"
     table = (out / "table.md").read_text()
     assert "All relations correct per scene" in table and specs[0].swapped_prompts[1] in table
 

@@ -116,12 +116,12 @@ def test_an_ancestral_sampler_is_carried_by_the_model_and_reproducible(untuned, 
 
     from rrnet.generate import GenerationSettings, prompt_embeddings, sample_images
 
-    out = _build(tmp_path / "mini", from_model=untuned, tune_steps=0, sampler="ddpm")
+    out = _build(tmp_path / "mini", from_model=untuned, tune_steps=0, sampler="ddim")
     assert _files(out)["unet/diffusion_pytorch_model.safetensors"] == _files(untuned)["unet/diffusion_pytorch_model.safetensors"]
-    pipe = StableDiffusionPipeline.from_pretrained(out)
+    pipe = StableDiffusionPipeline.from_pretrained(untuned)  # the recipe's default sampler
     pipe.set_progress_bar_config(disable=True)
     assert type(pipe.scheduler).__name__ == "DDPMScheduler"
-    assert json.loads((out / "world.json").read_text())["sampling"]["sampler"] == "ddpm"
+    assert json.loads((untuned / "world.json").read_text())["sampling"]["sampler"] == "ddpm"
     embeds = prompt_embeddings(pipe, "a red circle above a blue square", None, None)
     settings = GenerationSettings(num_images=3, seed=4, steps=3, guidance_scale=3.0)
     one_by_one = sample_images(pipe, embeds, settings, output_type="np", batch_size=1)
@@ -129,8 +129,9 @@ def test_an_ancestral_sampler_is_carried_by_the_model_and_reproducible(untuned, 
     np.testing.assert_array_equal(together, sample_images(pipe, embeds, settings, output_type="np", batch_size=3))
     # image k depends on seed + k only, the noise of every step included (batching moves float sums alone)
     np.testing.assert_allclose(one_by_one, together, atol=1e-3)
-    ddim = StableDiffusionPipeline.from_pretrained(untuned)
+    ddim = StableDiffusionPipeline.from_pretrained(out)
     ddim.set_progress_bar_config(disable=True)
+    assert type(ddim.scheduler).__name__ == "DDIMScheduler"
     assert not np.array_equal(sample_images(ddim, embeds, settings, output_type="np"), together)
 
 

@@ -84,9 +84,9 @@ class WorldRecipe:
     ema_decay: float = 0.995
     # denoiser, second phase: from the first phase's EMA weights (fresh optimiser, cosine schedule),
     # with a share of every batch drawn from two-relation scenes that state a collapsed relation
-    tune_steps: int = 0
+    tune_steps: int = 4500
     tune_lr: float = 5e-4
-    tune_collapsed_rate: float = 0.5  # half of it from scenes whose two relations are both collapsed
+    tune_collapsed_rate: float = 0.7  # half of it from scenes whose two relations are both collapsed
     empty_caption_rate: float = 0.1
     single_object_rate: float = 0.15
     scene_rate: float = 0.35  # three objects, two relations; the rest are two-object scenes
@@ -95,7 +95,7 @@ class WorldRecipe:
     # sampling defaults recorded in world.json (rrnet reads them wherever it samples this model)
     sample_steps: int = 25
     guidance_scale: float = 3.0
-    sampler: str = "ddim"  # "ddim" (deterministic) or "ddpm" (ancestral: fresh noise at every step)
+    sampler: str = "ddpm"  # "ddpm" (ancestral: fresh noise at every step) or "ddim" (deterministic)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -154,5 +154,4 @@ class WorldRecipe:
         return self.split_of(a, b, get_relation(relation).axis) in ("train", "heldout")
 
 
-ADDED_LATER = {"tune_steps": 0, "tune_lr": WorldRecipe.tune_lr, "tune_collapsed_rate": WorldRecipe.tune_collapsed_rate,
-               "sampler": "ddim"}
+ADDED_LATER = {"tune_steps": 0, "tune_lr": 5e-4, "tune_collapsed_rate": 0.5, "sampler": "ddim"}
