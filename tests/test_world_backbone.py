@@ -48,7 +48,7 @@ def test_training_state_round_trip(tmp_path):
     assert rng2.random() == expected_draw and torch.equal(torch.rand(1), expected_torch)
 
 
-SMALL = dict(text_steps=2, text_scene_batch=4, text_full_length_every=1, vae_steps=2, unet_steps=2, checkpoint_every=1,
+SMALL = dict(tune_steps=0, text_steps=2, text_scene_batch=4, text_full_length_every=1, vae_steps=2, unet_steps=2, checkpoint_every=1,
              vae_batch=4, unet_batch=4, unet_channels=(16, 32, 32))
 
 
