@@ -154,4 +154,5 @@ class WorldRecipe:
         return self.split_of(a, b, get_relation(relation).axis) in ("train", "heldout")
 
 
+# literals, not the class defaults: the settings every recipe written before these fields existed was built with
 ADDED_LATER = {"tune_steps": 0, "tune_lr": 5e-4, "tune_collapsed_rate": 0.5, "sampler": "ddim"}
