@@ -8,7 +8,8 @@ exemplars per folder):
           exemplars; negatives swap one relation's objects at a time); a two-relation prompt gets
           one adjustment from one graph;
   gated   the joint rectifier editing only the relations whose direction the text encoder loses
-          (`collapse_gate`: EOT cosine of "a A R a B" and "a B R a A" >= 0.99).
+          (`collapse_gate`: EOT cosine of "a A R a B" and "a B R a A" >= 0.99); a caption whose gated
+          embeddings equal the joint or the base ones bit for bit takes that row (`same_embeddings_as`).
 Both use the same recipe flags (antisymmetric, direction targets from the order-aware pairs).
 Then samples two-relation captions, each in all four arrangements, built from collapsed pairs
 (train-built and with a held-out pair, separately) and from control pairs, and reports the
@@ -103,6 +104,19 @@ def variant_rectifier(rectifiers: dict, variant: str):
     if variant == "gated":
         return rectifiers.get("joint"), COLLAPSE_GATE
     return rectifiers.get(variant), None
+
+
+def same_embeddings_row(pipe, triplets, alpha, rectifiers: dict, rows: dict, prompt: str) -> dict | None:
+    """The measured row whose embeddings the gated variant reproduces bit for bit (same seeds, same images), if any.
+
+    The gate either passes every relation of a caption (the joint rectifier's embeddings) or none (the base
+    model's); sampling such a caption again would only repeat those images."""
+    gated = caption_embeds(pipe, triplets, alpha, *variant_rectifier(rectifiers, "gated"))
+    for variant, key_alpha in (("joint", alpha), ("base", None)):
+        row = rows.get((variant, key_alpha, prompt))
+        if row is not None and torch.equal(gated, caption_embeds(pipe, triplets, key_alpha, rectifiers.get(variant))):
+            return row
+    return None
 
 
 def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance, gate: float | None = None) -> dict:
@@ -203,9 +217,15 @@ def main(argv: list[str] | None = None) -> None:
                         if (variant, alpha, prompt) in rows:
                             continue
                         row = {"group": group, "variant": variant, "alpha": alpha, "prompt": prompt,
-                               "relations": [list(t) for t in triplets],
-                               **judge_caption(pipe, triplets, alpha, rectifier, args.samples, args.seed, steps,
-                                               guidance, gate)}
+                               "relations": [list(t) for t in triplets]}
+                        same = (same_embeddings_row(pipe, triplets, alpha, rectifiers, rows, prompt)
+                                if variant == "gated" else None)
+                        if same is not None:
+                            row.update({k: same[k] for k in ("all_correct", "per_relation", "objects")},
+                                       same_embeddings_as=same["variant"])
+                        else:
+                            row.update(judge_caption(pipe, triplets, alpha, rectifier, args.samples, args.seed, steps,
+                                                     guidance, gate))
                         rows[(variant, alpha, prompt)] = row
                         result.update(rows=list(rows.values()), summary=summarise(list(rows.values())),
                                       date=time.strftime("%Y-%m-%d"))

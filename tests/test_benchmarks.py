@@ -127,3 +127,81 @@ def test_generalist_merge_pools_side_by_side_runs_and_refuses_other_settings(tmp
     other.write_text(json.dumps({**second, "settings": {"samples": 50, "epochs": 60}}))
     with pytest.raises(SystemExit, match="other settings"):
         merge_results([other], out)
+
+
+def test_multi_relation_gated_takes_the_row_whose_embeddings_it_equals(monkeypatch):
+    import torch
+
+    from benchmarks import multi_relation
+
+    # embeddings by (rectifier, gate): the gate passes every relation of the first caption (joint's
+    # embeddings), none of the second (base's), and a part of the third (neither)
+    def fake_embeds(pipe, triplets, alpha, rectifier, gate=None):
+        if rectifier is None:
+            return torch.zeros(1, 3)
+        caption = triplets[0]
+        if gate is not None and caption == "partly gated":
+            return torch.full((1, 3), 5.0)
+        if gate is not None and caption == "ordered":
+            return torch.zeros(1, 3)
+        return torch.full((1, 3), float(alpha))
+
+    monkeypatch.setattr(multi_relation, "caption_embeds", fake_embeds)
+    rectifiers = {"joint": object()}
+    rows = {("joint", 0.8, p): {"variant": "joint", "all_correct": 1} for p in ("c1", "c2", "c3")}
+    rows.update({("base", None, p): {"variant": "base", "all_correct": 0} for p in ("c1", "c2", "c3")})
+    same = multi_relation.same_embeddings_row
+    assert same(None, ["collapsed"], 0.8, rectifiers, rows, "c1")["variant"] == "joint"
+    assert same(None, ["ordered"], 0.8, rectifiers, rows, "c2")["variant"] == "base"
+    assert same(None, ["partly gated"], 0.8, rectifiers, rows, "c3") is None  # must be sampled
+    del rows[("joint", 0.8, "c1")]
+    assert same(None, ["collapsed"], 0.8, rectifiers, rows, "c1") is None  # nothing measured to take
+
+
+def test_direction_probe_text_models_predict_pairs_left_out_of_the_fit():
+    import itertools
+
+    import torch
+
+    from benchmarks.direction_probe import TextModel
+
+    torch.manual_seed(0)
+    objects, phrases = ["a", "b", "c", "d", "e"], ["above", "left of"]
+    top = {(o, p): torch.randn(6) for o in objects for p in phrases}
+    subject = {(o, p): torch.randn(6) for o in objects for p in phrases}
+    bias = {p: torch.randn(6) for p in phrases}
+    prompts = [(x, p, y) for x, y in itertools.permutations(objects, 2) for p in phrases]
+    held = [w for w in prompts if {w[0], w[2]} == {"a", "b"}]
+    fit = [w for w in prompts if w not in held]
+
+    additive = TextModel("additive", objects, phrases)
+    additive.fit(fit, torch.stack([top[x, p] - top[y, p] for x, p, y in fit]))
+    truth = torch.stack([top[x, p] - top[y, p] for x, p, y in held])
+    assert torch.allclose(additive.predict(held), truth, atol=1e-4)
+    assert additive.score(held, truth)["r2"] > 0.999
+    # an antisymmetric model cannot follow a target that is not a difference of per-object vectors
+    assert additive.score(fit, torch.stack([subject[x, p] for x, p, y in fit]))["r2"] < 0.9
+
+    role = TextModel("role", objects, phrases)
+    role.fit(fit, torch.stack([bias[p] + subject[x, p] + top[y, p] for x, p, y in fit]))
+    truth = torch.stack([bias[p] + subject[x, p] + top[y, p] for x, p, y in held])
+    assert torch.allclose(role.predict(held), truth, atol=1e-4)
+
+
+def test_direction_probe_runs_and_the_shipped_encoder_orders_pairs_additively(monkeypatch, capsys, tmp_path):
+    import json
+
+    import torch
+
+    from benchmarks import direction_probe
+
+    torch.set_num_threads(1)
+    out = tmp_path / "probe.json"
+    _run(direction_probe, ["--samples", "1", "--additive_alpha", "2", "--role_alpha", "--threads", "1",
+                           "--output", str(out)], monkeypatch, capsys)
+    result = json.loads(out.read_text())
+    # fitted on the order-aware pairs only, both text models predict the control prompts they never saw
+    assert result["text_models"]["additive"]["control"]["r2"] > 0.9
+    assert result["text_models"]["role"]["control"]["r2"] > 0.9
+    assert {(r["variant"], r["alpha"]) for r in result["rows"]} == {("base", None), ("additive", 2.0)}
+    assert len(result["rows"]) == 2 * 16  # every held-out prompt, both object orders
