@@ -46,7 +46,7 @@ from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import direction_prompt_pairs, order_aware_pairs, pair_relations, split_pairs
 from rrnet.world.exemplars import folder_name, write_relation_folder
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
-from rrnet.world.vocab import object_names, object_prompt, prompt_for
+from rrnet.world.vocab import object_names, object_prompt, prompt_for, relation_phrases
 
 FLOOR = 0.7  # timestep floor of the +floor variants: t >= 0.7 T, as in the `fast` recipe
 GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, False),
@@ -214,8 +214,12 @@ def main(argv: list[str] | None = None) -> None:
                     "what the collapse gate keeps), no images")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="pool the rows of result files measured with the same "
                     "settings (runs made side by side) into --output, then stop")
+    ap.add_argument("--tables", action="store_true", help="print the README's tables from --output, then stop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.tables:
+        print(markdown_tables(json.loads(Path(args.output).read_text()), load_recipe(args.model)))
+        return
     if args.merge:
         merge_results([Path(p) for p in args.merge], Path(args.output))
         return
@@ -292,6 +296,40 @@ def main(argv: list[str] | None = None) -> None:
         relation = "" if s["relation"] is None else \
             f"relation {s['relation']['rate']:.3f} (worst prompt {s['worst_prompt_relation']:.2f}), "
         print(f"{s['split']:8s} {s['variant']}{alpha}: {relation}objects {s['objects']['rate']:.3f}")
+
+
+def markdown_tables(result: dict, recipe) -> str:
+    """The README's tables: per split, one row per variant and alpha, relation accuracy pooled over
+    each pair's prompts (worst prompt and object accuracy in brackets) and over the whole split."""
+    lines = []
+    for split in RELATION_SPLITS:
+        rows = [r for r in result.get("rows", []) if r["split"] == split]
+        if not rows:
+            continue
+        pairs = [(a, b) for a, b, _ in split_pairs(recipe, [split])]
+
+        def of_pair(r: dict, a: str, b: str) -> bool:
+            return any(r["prompt"] in (prompt_for(a, ph, b), prompt_for(b, ph, a)) for ph in relation_phrases())
+
+        lines += [f"{split}:", "", "| rectifier | " + " | ".join(f"{a} / {b}" for a, b in pairs) + f" | all {split} prompts |",
+                  "|---|" + "---|" * (len(pairs) + 1)]
+        for (_, variant, alpha), members in grouped_rows(rows, "split", SPLITS, VARIANTS):
+            cells = []
+            for a, b in pairs:
+                mine = [m for m in members if of_pair(m, a, b)]
+                if not mine:
+                    cells.append("")
+                    continue
+                rel, obj = (pooled_rate(mine, lambda m: m[key]) for key in ("relation", "objects"))
+                worst = min(m["relation"]["rate"] for m in mine)
+                cells.append(f"{rel['rate']:.2f} ({worst:.2f}, {obj['rate']:.2f})")
+            rel, obj = (pooled_rate(members, lambda m: m[key]) for key in ("relation", "objects"))
+            lo, hi = rel["ci95"]
+            label = variant if alpha is None else f"{variant}, alpha {alpha:g}"
+            lines.append(f"| {label} | " + " | ".join(cells) +
+                         f" | {rel['rate']:.3f} ({lo:.2f}-{hi:.2f}), objects {obj['rate']:.3f} ({len(members)} prompts) |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def merge_results(paths: list[Path], out: Path) -> None:

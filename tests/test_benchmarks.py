@@ -205,3 +205,25 @@ def test_direction_probe_runs_and_the_shipped_encoder_orders_pairs_additively(mo
     assert result["text_models"]["role"]["control"]["r2"] > 0.9
     assert {(r["variant"], r["alpha"]) for r in result["rows"]} == {("base", None), ("additive", 2.0)}
     assert len(result["rows"]) == 2 * 16  # every held-out prompt, both object orders
+
+
+def test_generalist_tables_pool_each_pair_and_the_split():
+    from benchmarks.generalist import markdown_tables
+    from rrnet.world.record import load_recipe, shipped_backbone
+    from rrnet.world.vocab import prompt_for
+
+    def rate(k, n=100):
+        return {"successes": k, "n": n, "rate": k / n, "ci95": [0.0, 1.0]}
+
+    recipe = load_recipe(shipped_backbone())
+    (a, b, _), (c, d, _) = recipe.heldout_pairs[:2]  # two vertical pairs
+    rows = [{"split": "heldout", "variant": "base", "alpha": None, "prompt": prompt_for(x, "above", y),
+             "relation": rate(k), "objects": rate(90)} for x, y, k in ((a, b, 40), (b, a, 60), (c, d, 20))]
+    rows.append({"split": "heldout", "variant": "direction", "alpha": 1.2, "prompt": prompt_for(a, "below", b),
+                 "relation": rate(80), "objects": rate(95)})
+    table = markdown_tables({"rows": rows}, recipe)
+    base = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert "| 0.50 (0.40, 0.90) | 0.20 (0.20, 0.90) |" in base  # pair pooled, worst prompt, objects
+    assert base.endswith("|  |  | 0.400 (0.35-0.46), objects 0.900 (3 prompts) |")  # 120 / 300, Wilson
+    assert "| direction, alpha 1.2 | 0.80 (0.80, 0.95) |" in table
+    assert "train:" not in table  # no rows, no table
