@@ -11,6 +11,9 @@ left of and right of; five rendered exemplars per folder), one rectifier per var
                  floor of the `fast` recipe, where a layout is decided);
   direction+w4, direction+w16  direction with the direction targets weighted 4 or 16 times as much
                  (--direction_weight sets the others');
+  role           no graph network: the adjustment is f(A, R) - f(B, R), one vector per object in its
+                 role (rrnet.rectifier's `role` adjuster), so a held-out pair gets what its objects
+                 learned with their train partners; role+direction adds the direction targets;
 and, as baselines, the per-pair rectifier of one train relation applied to other pairs
 (`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
 relation itself (`reference`, the only place a held-out pair is ever trained on) and per-pair
@@ -53,7 +56,8 @@ GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, 
                "direction": ({"antisymmetric": True}, True), "paper+direction": ({}, True),
                "direction+floor": ({"antisymmetric": True, "timestep_min": FLOOR}, True),
                "direction+w4": ({"antisymmetric": True, "direction_weight": 4.0}, True),
-               "direction+w16": ({"antisymmetric": True, "direction_weight": 16.0}, True)}
+               "direction+w16": ({"antisymmetric": True, "direction_weight": 16.0}, True),
+               "role": ({"adjuster": "role"}, False), "role+direction": ({"adjuster": "role"}, True)}
 PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": FLOOR}}  # per train relation, the generalists' recipe
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", *PER_PAIR)
 TRANSFER_FROM = ("red circle", "above", "blue square")

@@ -136,3 +136,37 @@ def test_antisymmetric_rectifier_negates_the_adjustment_when_objects_swap(tiny_p
     both = plain.adjust_vectors([rect.build_graph(tiny_pipe, t, prompt, sentence),
                                  rect.build_graph(tiny_pipe, t.swapped(), prompt, sentence)])
     assert not torch.allclose(both[0, PROMPT_ADJUST], -both[1, PROMPT_ADJUST], atol=1e-3)
+
+
+def test_role_rectifier_is_antisymmetric_additive_and_composes_over_partners(tiny_pipe):
+    from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST
+    from rrnet.rectifier import RectifierConfig, RelationRectifier, Triplet, encode_prompt
+
+    width = tiny_pipe.text_encoder.config.hidden_size
+    rect = RelationRectifier(RectifierConfig(text_width=width, hidden=16, adjuster="role"))
+    t = Triplet("red circle", "above", "blue square")
+    prompt = encode_prompt(tiny_pipe, "a red circle above a blue square")
+    sentence = encode_prompt(tiny_pipe, "this is a photo of red circle")
+    assert rect.adjust_vectors([rect.build_graph(tiny_pipe, t, prompt, sentence)]).abs().sum() == 0  # starts at base
+    torch.manual_seed(0)
+    torch.nn.init.normal_(rect.role.lins[-1].weight)
+
+    def delta(a, b, text=None):
+        enc = encode_prompt(tiny_pipe, text or f"a {a} above a {b}")
+        return rect.adjust_vectors([rect.build_graph(tiny_pipe, Triplet(a, "above", b), enc, sentence)])[0]
+
+    ab, ba = delta("red circle", "blue square"), delta("blue square", "red circle")
+    assert ab[PROMPT_ADJUST].abs().sum() > 0
+    assert torch.allclose(ab[PROMPT_ADJUST], -ba[PROMPT_ADJUST], atol=1e-5)
+    assert not torch.allclose(ab[OBJECT_SENTENCE_ADJUST], ba[OBJECT_SENTENCE_ADJUST])
+    # a pair never seen together gets what each object does in its role with other partners
+    chain = delta("red circle", "green triangle")[PROMPT_ADJUST] + delta("green triangle", "blue square")[PROMPT_ADJUST]
+    assert torch.allclose(ab[PROMPT_ADJUST], chain, atol=1e-5)
+    # the EOT is not an input: the same triplet over another prompt's states gets the same adjustment
+    assert torch.allclose(ab, delta("red circle", "blue square", "a blue square above a red circle"), atol=1e-6)
+    # a prompt with two relations gets the sum of its relations' adjustments from one graph
+    two = [Triplet("red circle", "above", "blue square"), Triplet("green triangle", "left of", "blue square")]
+    enc = encode_prompt(tiny_pipe, "a red circle above a blue square and a green triangle left of the blue square")
+    joint = rect.adjust_vectors([rect.build_prompt_graph(tiny_pipe, two, enc, sentence)])[0, PROMPT_ADJUST]
+    parts = rect.adjust_vectors([rect.build_graph(tiny_pipe, x, enc, sentence) for x in two])[:, PROMPT_ADJUST]
+    assert torch.allclose(joint, parts.sum(0), atol=1e-5)

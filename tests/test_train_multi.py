@@ -227,3 +227,20 @@ def test_timestep_floor_is_checked_and_changes_the_weights(tiny_pipe, relation_d
     whole, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, **SMALL), progress=False)
     late, _ = train_rectifier(tiny_pipe, spec, TrainConfig(epochs=1, timestep_min=0.7, **SMALL), progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(_weights(whole).values(), _weights(late).values()))
+
+
+def test_role_generalist_trains_moves_off_base_and_round_trips(tiny_pipe, two_relations, tmp_path):
+    from rrnet.rectifier_files import load_rectifier
+
+    specs = load_relations(two_relations)
+    prompts = ["a red circle above a blue square", "a blue square above a red circle"]
+    rect, _ = train_rectifier(tiny_pipe, specs, TrainConfig(epochs=2, learning_rate=1e-2, adjuster="role", **SMALL),
+                              tmp_path / "out", progress=False)
+    loaded = load_rectifier(tmp_path / "out")
+    assert loaded.config.adjuster == "role" and len(loaded.config.triplets) == 2
+    edited, base = loaded.prompt_embeds(tiny_pipe, prompts, alpha=1.0), loaded.prompt_embeds(tiny_pipe, prompts, alpha=0.0)
+    assert torch.equal(edited, rect.prompt_embeds(tiny_pipe, prompts, alpha=1.0))
+    assert not torch.equal(edited, base)  # training moved it off the base model it starts at
+    with pytest.raises(RRNetError, match="antisymmetric needs the graph network"):
+        train_rectifier(tiny_pipe, specs, TrainConfig(epochs=1, antisymmetric=True, adjuster="role", **SMALL),
+                        progress=False)

@@ -43,8 +43,14 @@ def _train_parser(sub) -> None:
     p.add_argument("--no_negative", action="store_true", help="drop the negative (swapped-image) loss")
     p.add_argument("--no_disentangle", action="store_true", help="drop object-node disentanglement (only the ARB/BRA step)")
     p.add_argument("--disentangle_noise", type=check.non_negative_float, default=default("disentangle_noise"), help="std of the noise on the object-sentence delta")
-    p.add_argument("--no_hgcn", action="store_true",
-                   help="ablation: a learned free vector per prompt instead of the graph network")
+    adjuster = p.add_mutually_exclusive_group()
+    adjuster.add_argument("--no_hgcn", action="store_true",
+                          help="ablation: a learned free vector per prompt instead of the graph network")
+    adjuster.add_argument("--role", action="store_true",
+                          help="the prompt's adjustment is f(A, R) - f(B, R), one learned vector per object in "
+                               "its role (an MLP of the word and relation features) instead of the graph network: "
+                               "antisymmetric, and an object pair never trained on gets what its objects learned "
+                               "with other partners")
     p.add_argument("--antisymmetric", action="store_true",
                    help="the prompt's adjustment is g(A R B) - g(B R A): swapping the objects negates it "
                         "(for one rectifier over many object pairs)")
@@ -278,7 +284,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         resolution=args.resolution, hidden=args.hidden_size, heads=args.heads, num_layers=args.num_layers,
         seed=args.seed, cache_latents=not args.no_cache_latents, cache_text=not args.no_cache_text,
         batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
-        compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "hgcn",
+        compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "role" if args.role else "hgcn",
         edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
         antisymmetric=args.antisymmetric, direction_weight=args.direction_weight,
     )

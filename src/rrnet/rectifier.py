@@ -25,17 +25,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch_geometric.data import Batch
+from torch_geometric.nn import MLP
 
 from rrnet.atomic import atomic_write, atomic_write_text
 from rrnet.backbones import sdxl
 from rrnet.errors import CheckpointError, PromptError
-from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, batch_graphs, mirrored, prompt_graph, relation_graph
+from rrnet.graph import (OBJECT, OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST, RELATION, batch_graphs, mirrored, prompt_graph,
+                         relation_graph)
 from rrnet.hgcn import HGCN
 from rrnet.prompt_parser import parse_relations, relation_phrases
 from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_embedding
 
 CONFIG_NAME = "config.json"
-ADJUSTERS = ("hgcn", "free")  # "free": the no-graph-network ablation, one learned vector per prompt
+# "free": the no-graph-network ablation, one learned vector per prompt; "role": the prompt's adjustment is
+# f(A, R) - f(B, R), one vector per object in its role, summed over the prompt's relations (`role_vectors`)
+ADJUSTERS = ("hgcn", "free", "role")
 EDIT_POSITIONS = ("eot", "after_eot")  # "after_eot": the ablation editing the EOT and all padding after it
 WEIGHTS_NAME = "rectifier.safetensors"
 OBJECT_TEMPLATE = "this is a photo of {}"
@@ -205,6 +209,10 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         width = config.text_width
         if config.adjuster == "hgcn":
             self.hgcn = HGCN(width, width, hidden=config.hidden, heads=config.heads, num_layers=config.num_layers)
+        elif config.adjuster == "role":  # f([object, relation]) -> what that object in that role adds to the EOT
+            self.role = MLP([2 * width, config.hidden, width], act="silu", norm=None)
+            nn.init.zeros_(self.role.lins[-1].weight)  # starts as the base model, as the free vectors do
+            nn.init.zeros_(self.role.lins[-1].bias)
         else:  # [direction (A-R-B, B-R-A), adjust node (prompt, object sentence), width]
             self.free = nn.Parameter(torch.zeros(2, 2, width))
 
@@ -254,14 +262,36 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         `graphs` is a list of graphs or, for graphs used at every training step, their `batch_graphs`.
         """
         batch = graphs if isinstance(graphs, Batch) else batch_graphs(graphs)
-        if self.config.adjuster != "hgcn":
+        if self.config.adjuster == "free":
             return self.free[batch.direction.to(self.free.device)]
+        if self.config.adjuster == "role":
+            return self.role_vectors(batch)
         out = self.hgcn.adjust_vectors(batch)
         if not self.config.antisymmetric:
             return out
         other = self.hgcn.adjust_vectors(mirrored(batch))
         prompt = 0.5 * (out[:, PROMPT_ADJUST] - other[:, PROMPT_ADJUST])
         return torch.stack([prompt, out[:, OBJECT_SENTENCE_ADJUST]], dim=1)
+
+    def role_vectors(self, batch: Batch) -> torch.Tensor:
+        """(G, 2, D) for the role adjuster: the prompt's adjustment is the sum over its relations of
+        f(subject, R) - f(object, R), so swapping a relation's objects negates its part and an object
+        pair never trained on gets what its objects learned in their roles with other partners; the
+        object sentence gets f(subject, R) of the first relation (what the edit asks of that object)."""
+        objects, relations = batch[OBJECT].x, batch[RELATION].x
+        n = relations.shape[0]
+        into = batch[OBJECT, "to_relation", RELATION].edge_index  # (subject, relation)
+        out_of = batch[RELATION, "to_object", OBJECT].edge_index  # (relation, object)
+        subject = torch.empty(n, dtype=torch.long, device=into.device).index_put_((into[1],), into[0])
+        target = torch.empty(n, dtype=torch.long, device=into.device).index_put_((out_of[0],), out_of[1])
+        as_subject = self.role(torch.cat([objects[subject], relations], dim=1))
+        as_object = self.role(torch.cat([objects[target], relations], dim=1))
+        graph_of = batch[RELATION].batch
+        prompt = torch.zeros(batch.num_graphs, relations.shape[1], dtype=as_subject.dtype, device=as_subject.device)
+        prompt = prompt.index_add(0, graph_of, as_subject - as_object)
+        first = torch.full((batch.num_graphs,), n, dtype=torch.long, device=graph_of.device)
+        first = first.scatter_reduce(0, graph_of, torch.arange(n, device=graph_of.device), reduce="amin")
+        return torch.stack([prompt, as_subject[first]], dim=1)
 
     # ---- inference ----------------------------------------------------------------------------
     def known_triplets(self) -> list[Triplet]:

@@ -84,7 +84,7 @@ class TrainConfig:
     heads: int = 2
     num_layers: int = 2
     seed: int = 0
-    adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt instead of the graph network
+    adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt; "role": f(A, R) - f(B, R) (rectifier.py)
     antisymmetric: bool = False  # prompt adjustment g(A R B) - g(B R A): negated by swapping the objects
     relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
     direction_weight: float = 1.0  # weight of the direction-target loss, when direction pairs are given
@@ -356,8 +356,8 @@ def check_relation_set(specs: Sequence[RelationSpec], config: TrainConfig) -> No
             raise RRNetError(f"relation {' '.join(key)!r} is given twice ({other} and {spec.name}); "
                              "each relation folder already trains both directions")
         seen[key] = spec.name
-    if config.antisymmetric and config.adjuster == "free":
-        raise RRNetError("--antisymmetric needs the graph network (not --no_hgcn)")
+    if config.antisymmetric and config.adjuster != "hgcn":
+        raise RRNetError("--antisymmetric needs the graph network (not --no_hgcn; --role is antisymmetric already)")
     if len(specs) > 1 and config.adjuster == "free":
         raise RRNetError("--no_hgcn trains one relation only: a free vector per prompt cannot carry over to other "
                          f"relations (got {len(specs)})")
