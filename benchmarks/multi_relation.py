@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.common import COLLAPSE_GATE, grouped_rows, pooled_rate, rate
+from benchmarks.common import COLLAPSE_GATE, grouped_rows, keyed_union, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations, save_image_atomic
@@ -184,8 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output", default="benchmarks/results/multi_relation.json")
     ap.add_argument("--grid", default="benchmarks/results/multi_relation_grid.png",
                     help="samples of each variant, each at its best alpha on collapsed train-built captions")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="pool the rows of result files measured with the same "
+                    "settings (runs of other --groups made side by side) into --output, then stop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.merge:
+        merge_results([Path(p) for p in args.merge], Path(args.output))
+        return
 
     out, work = Path(args.output), Path(args.work)
     recipe, sampling = load_recipe(args.model), world_sampling(args.model)
@@ -239,6 +244,24 @@ def main(argv: list[str] | None = None) -> None:
         alpha = "" if s["alpha"] is None else f" alpha={s['alpha']:g}"
         print(f"{s['group']:18s} {s['variant']}{alpha}: all correct {s['all_correct']['rate']:.3f}, per relation "
               f"{s['per_relation']['rate']:.3f}, objects {s['objects']['rate']:.3f}")
+
+
+def merge_results(paths: list[Path], out: Path) -> None:
+    """Pool runs made side by side (each into its own file): one settings block, the union of rows
+    (a later file wins a repeated row), the summary recomputed."""
+    merged: dict = json.loads(out.read_text()) if out.is_file() else {}
+    for path in paths:
+        part = json.loads(path.read_text())
+        if merged.get("settings", part["settings"]) != part["settings"]:
+            raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
+        merged.update(settings=part["settings"], machine=part["machine"],
+                      training={**merged.get("training", {}), **part.get("training", {})},
+                      rows=keyed_union(merged.get("rows", []), part.get("rows", []),
+                                       lambda r: (r["variant"], r["alpha"], r["prompt"])),
+                      date=max(merged.get("date", ""), part.get("date", "")))
+    merged["summary"] = summarise(merged["rows"])
+    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
+    print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")
 
 
 if __name__ == "__main__":

@@ -227,3 +227,34 @@ def test_generalist_tables_pool_each_pair_and_the_split():
     assert base.endswith("|  |  | 0.400 (0.35-0.46), objects 0.900 (3 prompts) |")  # 120 / 300, Wilson
     assert "| direction, alpha 1.2 | 0.80 (0.80, 0.95) |" in table
     assert "train:" not in table  # no rows, no table
+
+
+def test_multi_relation_merge_pools_runs_of_other_groups(tmp_path, capsys):
+    import json
+
+    from benchmarks.multi_relation import merge_results
+
+    def rate(k, n=100):
+        return {"successes": k, "n": n, "rate": k / n, "ci95": [0.0, 1.0]}
+
+    def row(group, variant, alpha, prompt, k):
+        return {"group": group, "variant": variant, "alpha": alpha, "prompt": prompt, "relations": [],
+                "all_correct": rate(k), "per_relation": [rate(k), rate(k)], "objects": rate(90)}
+
+    settings = {"samples": 100, "epochs": 100}
+    first = {"settings": settings, "machine": "m", "date": "2026-12-06", "training": {"joint": {"loss": 1}},
+             "rows": [row("collapsed-train", "base", None, "p1", 10), row("collapsed-train", "joint", 0.8, "p1", 40)]}
+    second = {"settings": settings, "machine": "m", "date": "2026-12-07", "training": {"joint": {"loss": 1}},
+              "rows": [row("control", "base", None, "p2", 90), row("control", "joint", 0.8, "p2", 80)]}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, part in zip(paths, (first, second)):
+        path.write_text(json.dumps(part))
+    out = tmp_path / "merged.json"
+    merge_results(paths, out)
+    merged = json.loads(out.read_text())
+    assert len(merged["rows"]) == 4 and merged["date"] == "2026-12-07"
+    control = [s for s in merged["summary"] if s["group"] == "control" and s["variant"] == "joint"]
+    assert control[0]["all_correct"]["successes"] == 80 and control[0]["per_relation"]["n"] == 200
+    (tmp_path / "c.json").write_text(json.dumps({**second, "settings": {"samples": 50, "epochs": 100}}))
+    with pytest.raises(SystemExit, match="other settings"):
+        merge_results([tmp_path / "c.json"], out)
