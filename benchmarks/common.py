@@ -92,6 +92,29 @@ def keyed_union(first: list[dict], second: list[dict], key: Callable[[dict], tup
     return list({key(e): e for e in first + second}.values())
 
 
+def merge_result_files(paths: list, out, keyed: dict[str, Callable[[dict], tuple]], summarise: Callable) -> None:
+    """Pool runs of one benchmark made side by side (each into its own file): one settings block, the
+    union of each keyed list such as "rows" (a later file wins a repeated entry), the training logs,
+    the latest date, and the summary recomputed from the pooled rows."""
+    import json
+
+    from rrnet.atomic import atomic_write_text
+
+    out = Path(out)
+    merged: dict = json.loads(out.read_text()) if out.is_file() else {}
+    for path in map(Path, paths):
+        part = json.loads(path.read_text())
+        if merged.get("settings", part["settings"]) != part["settings"]:
+            raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
+        merged.update(settings=part["settings"], machine=part["machine"],
+                      training={**merged.get("training", {}), **part.get("training", {})},
+                      date=max(merged.get("date", ""), part.get("date", "")),
+                      **{name: keyed_union(merged.get(name, []), part.get(name, []), key) for name, key in keyed.items()})
+    merged["summary"] = summarise(merged["rows"])
+    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
+    print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")
+
+
 def pooled_rate(members: list[dict], get) -> dict:
     """One rate over several rows: their successes and trials summed (`get` picks each row's counts)."""
     return rate(sum(get(m)["successes"] for m in members), sum(get(m)["n"] for m in members))

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import COLLAPSE_GATE, grouped_rows, judge_object, judge_prompt, keyed_union, pooled_rate
+from benchmarks.common import (COLLAPSE_GATE, grouped_rows, judge_object, judge_prompt, keyed_union,
+                               merge_result_files, pooled_rate)
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
@@ -337,22 +338,8 @@ def markdown_tables(result: dict, recipe) -> str:
 
 
 def merge_results(paths: list[Path], out: Path) -> None:
-    """Pool runs of this benchmark made side by side (each into its own file): one settings block,
-    the union of rows (a later file wins a repeated row), training logs and EOT checks."""
-    merged: dict = json.loads(out.read_text()) if out.is_file() else {}
-    for path in paths:
-        part = json.loads(path.read_text())
-        if merged.get("settings", part["settings"]) != part["settings"]:
-            raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
-        merged.update(settings=part["settings"], machine=part["machine"],
-                      rows=keyed_union(merged.get("rows", []), part.get("rows", []), row_key),
-                      training={**merged.get("training", {}), **part.get("training", {})},
-                      eot_cosine=keyed_union(merged.get("eot_cosine", []), part.get("eot_cosine", []), check_key),
-                      collapse_gate=keyed_union(merged.get("collapse_gate", []), part.get("collapse_gate", []), gate_key),
-                      date=max(merged.get("date", ""), part.get("date", "")))
-    merged["summary"] = summarise(merged["rows"])
-    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
-    print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")
+    """Pool runs of this benchmark made side by side: rows, training logs, EOT and collapse-gate checks."""
+    merge_result_files(paths, out, {"rows": row_key, "eot_cosine": check_key, "collapse_gate": gate_key}, summarise)
 
 
 def sorted_words(a: str, relation: str, b: str, recipe) -> tuple[str, str, str]:

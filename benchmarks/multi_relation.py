@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.common import COLLAPSE_GATE, grouped_rows, keyed_union, pooled_rate, rate
+from benchmarks.common import COLLAPSE_GATE, grouped_rows, merge_result_files, pooled_rate, rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations, save_image_atomic
@@ -247,21 +247,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def merge_results(paths: list[Path], out: Path) -> None:
-    """Pool runs made side by side (each into its own file): one settings block, the union of rows
-    (a later file wins a repeated row), the summary recomputed."""
-    merged: dict = json.loads(out.read_text()) if out.is_file() else {}
-    for path in paths:
-        part = json.loads(path.read_text())
-        if merged.get("settings", part["settings"]) != part["settings"]:
-            raise SystemExit(f"{path} was measured with other settings than {out}; not merged")
-        merged.update(settings=part["settings"], machine=part["machine"],
-                      training={**merged.get("training", {}), **part.get("training", {})},
-                      rows=keyed_union(merged.get("rows", []), part.get("rows", []),
-                                       lambda r: (r["variant"], r["alpha"], r["prompt"])),
-                      date=max(merged.get("date", ""), part.get("date", "")))
-    merged["summary"] = summarise(merged["rows"])
-    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
-    print(f"merged {len(paths)} file(s) into {out}: {len(merged['rows'])} rows")
+    """Pool runs of other caption groups made side by side: rows and training logs."""
+    merge_result_files(paths, out, {"rows": lambda r: (r["variant"], r["alpha"], r["prompt"])}, summarise)
 
 
 if __name__ == "__main__":
