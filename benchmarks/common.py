@@ -147,12 +147,18 @@ def judge_prompt(pipe, words: tuple[str, str, str], alpha, rectifier, triplet, n
                  guidance: float) -> dict:
     """Sample `n` images of "a A R a B" (rectified at `alpha` unless it is None) and judge them exactly:
     relation, swapped and object rates with their Wilson intervals."""
-    from rrnet.world.judge import judge_image
     from rrnet.world.vocab import prompt_for
 
-    a, relation, b = words
-    judged = [judge_image(im, a, relation, b)
-              for im in sampled_images(pipe, prompt_for(a, relation, b), alpha, rectifier, triplet, n, seed, steps, guidance)]
+    return judge_pair_images(sampled_images(pipe, prompt_for(*words), alpha, rectifier, triplet, n, seed, steps, guidance),
+                             words)
+
+
+def judge_pair_images(images, words: tuple[str, str, str]) -> dict:
+    """Relation, swapped and object rates (with their Wilson intervals) of images of "a A R a B", judged exactly."""
+    from rrnet.world.judge import judge_image
+
+    judged = [judge_image(im, *words) for im in images]
+    n = len(judged)
     return {"relation": rate(sum(j.verdict == "ARB" for j in judged), n),
             "swapped": rate(sum(j.verdict == "BRA" for j in judged), n),
             "objects": rate(sum(j.has_a and j.has_b for j in judged), n)}

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import grouped_rows, pooled_rate, rate
+from benchmarks.common import grouped_rows, judge_pair_images, pooled_rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
-from rrnet.rectifier import add_at_eot, encode_prompt
+from rrnet.rectifier import EncodedPrompt, add_at_eot, encode_prompt
 from rrnet.world.benchmark import order_aware_pairs, pair_relations, split_pairs
 from rrnet.world.evaluate import sample_arrays
-from rrnet.world.judge import judge_image
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import object_names, prompt_for, relation_phrases
 
@@ -114,19 +113,14 @@ def fit_models(pipe, recipe) -> tuple[TextModel, TextModel, dict]:
     return additive, role, scores
 
 
-def probe_embeds(pipe, words: Words, variant: str, alpha: float | None, additive: TextModel, role: TextModel):
-    enc = encode_prompt(pipe, prompt_for(*words))
+def probe_embeds(enc: EncodedPrompt, words: Words, variant: str, alpha: float | None, additive: TextModel,
+                 role: TextModel) -> torch.Tensor:
+    """The prompt's embeddings (`enc`, the text encoder's) with the variant's EOT edit."""
     hidden = enc.hidden[None]
     if variant == "base":
         return hidden
     delta = additive.predict([words]) if variant == "additive" else role.predict([words]) - enc.eot[None]
     return add_at_eot(hidden, torch.tensor([enc.tokens.eot_index]), delta, alpha)
-
-
-def judged(pipe, words: Words, embeds, n: int, seed: int, steps: int, guidance: float) -> dict:
-    verdicts = [judge_image(im, *words) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
-    return {"relation": rate(sum(v.verdict == "ARB" for v in verdicts), n),
-            "objects": rate(sum(v.has_a and v.has_b for v in verdicts), n)}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -176,15 +170,16 @@ def main(argv: list[str] | None = None) -> None:
     for (a, r, b), swapped in both_orders(split_pairs(recipe, ["heldout"])):
         for words in ((a, r, b), swapped):
             prompt = prompt_for(*words)
+            enc = encode_prompt(pipe, prompt)
             for variant, alpha in settings_of:
                 if (variant, alpha, prompt) in rows:
                     continue
                 with torch.no_grad():
-                    embeds = probe_embeds(pipe, words, variant, alpha, additive, role)
-                rows[(variant, alpha, prompt)] = {
-                    "pair": f"{a} / {b}", "variant": variant, "alpha": alpha, "prompt": prompt,
-                    **judged(pipe, words, embeds, args.samples, args.seed, sampling["num_inference_steps"],
-                             sampling["guidance_scale"])}
+                    embeds = probe_embeds(enc, words, variant, alpha, additive, role)
+                images = sample_arrays(pipe, embeds, args.samples, args.seed, sampling["num_inference_steps"],
+                                       sampling["guidance_scale"])
+                rows[(variant, alpha, prompt)] = {"pair": f"{a} / {b}", "variant": variant, "alpha": alpha,
+                                                  "prompt": prompt, **judge_pair_images(images, words)}
                 result.update(rows=list(rows.values()), summary=summarise(list(rows.values())),
                               date=time.strftime("%Y-%m-%d"))
                 atomic_write_text(out, json.dumps(result, indent=2) + "\n")

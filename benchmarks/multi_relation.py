@@ -106,12 +106,13 @@ def variant_rectifier(rectifiers: dict, variant: str):
     return rectifiers.get(variant), None
 
 
-def same_embeddings_row(pipe, triplets, alpha, rectifiers: dict, rows: dict, prompt: str) -> dict | None:
-    """The measured row whose embeddings the gated variant reproduces bit for bit (same seeds, same images), if any.
+def same_embeddings_row(pipe, triplets, alpha, gated: torch.Tensor, rectifiers: dict, rows: dict,
+                        prompt: str) -> dict | None:
+    """The measured row whose embeddings the gated variant's (`gated`) equal bit for bit (same seeds, same
+    images), if any.
 
     The gate either passes every relation of a caption (the joint rectifier's embeddings) or none (the base
     model's); sampling such a caption again would only repeat those images."""
-    gated = caption_embeds(pipe, triplets, alpha, *variant_rectifier(rectifiers, "gated"))
     for variant, key_alpha in (("joint", alpha), ("base", None)):
         row = rows.get((variant, key_alpha, prompt))
         if row is not None and torch.equal(gated, caption_embeds(pipe, triplets, key_alpha, rectifiers.get(variant))):
@@ -119,8 +120,7 @@ def same_embeddings_row(pipe, triplets, alpha, rectifiers: dict, rows: dict, pro
     return None
 
 
-def judge_caption(pipe, triplets, alpha, rectifier, n, seed, steps, guidance, gate: float | None = None) -> dict:
-    embeds = caption_embeds(pipe, triplets, alpha, rectifier, gate)
+def judge_caption(pipe, triplets, embeds: torch.Tensor, n, seed, steps, guidance) -> dict:
     judged = [judge_relations(im, triplets) for im in sample_arrays(pipe, embeds, n, seed, steps, guidance)]
     return {"all_correct": rate(sum(j.all_correct for j in judged), n),
             "per_relation": [rate(sum(j.outcomes[k] == "correct" for j in judged), n) for k in range(len(triplets))],
@@ -223,14 +223,14 @@ def main(argv: list[str] | None = None) -> None:
                             continue
                         row = {"group": group, "variant": variant, "alpha": alpha, "prompt": prompt,
                                "relations": [list(t) for t in triplets]}
-                        same = (same_embeddings_row(pipe, triplets, alpha, rectifiers, rows, prompt)
+                        embeds = caption_embeds(pipe, triplets, alpha, rectifier, gate)
+                        same = (same_embeddings_row(pipe, triplets, alpha, embeds, rectifiers, rows, prompt)
                                 if variant == "gated" else None)
                         if same is not None:
                             row.update({k: same[k] for k in ("all_correct", "per_relation", "objects")},
                                        same_embeddings_as=same["variant"])
                         else:
-                            row.update(judge_caption(pipe, triplets, alpha, rectifier, args.samples, args.seed, steps,
-                                                     guidance, gate))
+                            row.update(judge_caption(pipe, triplets, embeds, args.samples, args.seed, steps, guidance))
                         rows[(variant, alpha, prompt)] = row
                         result.update(rows=list(rows.values()), summary=summarise(list(rows.values())),
                                       date=time.strftime("%Y-%m-%d"))

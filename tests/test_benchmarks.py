@@ -150,12 +150,15 @@ def test_multi_relation_gated_takes_the_row_whose_embeddings_it_equals(monkeypat
     rectifiers = {"joint": object()}
     rows = {("joint", 0.8, p): {"variant": "joint", "all_correct": 1} for p in ("c1", "c2", "c3")}
     rows.update({("base", None, p): {"variant": "base", "all_correct": 0} for p in ("c1", "c2", "c3")})
-    same = multi_relation.same_embeddings_row
-    assert same(None, ["collapsed"], 0.8, rectifiers, rows, "c1")["variant"] == "joint"
-    assert same(None, ["ordered"], 0.8, rectifiers, rows, "c2")["variant"] == "base"
-    assert same(None, ["partly gated"], 0.8, rectifiers, rows, "c3") is None  # must be sampled
+    def same(caption, prompt):
+        gated = fake_embeds(None, [caption], 0.8, rectifiers["joint"], 0.99)
+        return multi_relation.same_embeddings_row(None, [caption], 0.8, gated, rectifiers, rows, prompt)
+
+    assert same("collapsed", "c1")["variant"] == "joint"
+    assert same("ordered", "c2")["variant"] == "base"
+    assert same("partly gated", "c3") is None  # must be sampled
     del rows[("joint", 0.8, "c1")]
-    assert same(None, ["collapsed"], 0.8, rectifiers, rows, "c1") is None  # nothing measured to take
+    assert same("collapsed", "c1") is None  # nothing measured to take
 
 
 def test_direction_probe_text_models_predict_pairs_left_out_of_the_fit():
