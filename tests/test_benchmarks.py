@@ -261,3 +261,50 @@ def test_multi_relation_merge_pools_runs_of_other_groups(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({**second, "settings": {"samples": 50, "epochs": 100}}))
     with pytest.raises(SystemExit, match="other settings"):
         merge_results([tmp_path / "c.json"], out)
+
+
+def test_edit_alignment_splits_an_edit_into_its_direction_and_shared_parts(tmp_path):
+    import pytest
+    import torch
+
+    from benchmarks.edit_alignment import linked, parts, rectifier_at
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.errors import RRNetError
+    from rrnet.rectifier import add_at_eot, encode_prompt
+    from rrnet.world.record import shipped_backbone
+
+    torch.set_num_threads(1)
+    pipe = load_pipeline(str(shipped_backbone()), device="cpu", progress=False)
+    torch.manual_seed(0)
+    shared, direction = torch.randn(64), torch.randn(64)
+
+    class Edits:
+        """Adds shared + direction to prompts naming the red circle first, shared - direction otherwise."""
+
+        def prompt_embeds(self, pipe, prompts, alpha=1.0):
+            enc = encode_prompt(pipe, prompts[0])
+            sign = 1.0 if prompts[0].startswith("a red circle") else -1.0
+            return add_at_eot(enc.hidden[None], torch.tensor([enc.tokens.eot_index]), (shared + sign * direction)[None], alpha)
+
+    d1, d2, got_direction, got_shared = parts(pipe, Edits(), ("red circle", "above", "blue square"))
+    assert torch.allclose(got_direction, direction, atol=1e-5) and torch.allclose(got_shared, shared, atol=1e-5)
+    assert torch.allclose(d1 - d2, 2 * direction, atol=1e-5)
+    assert linked([("a", "b"), ("c", "b")], "a", "c") and not linked([("a", "b"), ("c", "d")], "a", "d")
+    with pytest.raises(RRNetError, match="not trained"):
+        rectifier_at(tmp_path, "reference/x")
+
+
+def test_edit_alignment_tables_pool_each_part_over_the_pairs():
+    from benchmarks.common import rate
+    from benchmarks.edit_alignment import markdown_tables
+
+    row = {"relation": "a x above a y", "eot_norm": 10.0,
+           "reference": {"edit_norms": [4.0, 5.0], "direction_norm": 3.0, "shared_norm": 2.0},
+           "text_direction": {"cosine": 0.5}, "distilled": {"linked": False, "cosine": None},
+           "generalists": {"g": {"cosine": -0.25}}}
+    summary = [{"pair": pair, "part": part, "relation": rate(k, 10), "objects": rate(10, 10), "worst_prompt_relation": k / 10}
+               for pair, base in (("x / y", 2), ("z / w", 6)) for part, k in zip(("whole", "direction", "shared"), (base + 2, base + 1, base))]
+    text = markdown_tables({"rows": [row], "parts_summary": summary})
+    assert "| a x above a y | 4.0 / 5.0 (10.0) | 3.0 / 2.0 | n/a | +0.50 | not joined | -0.25 |" in text
+    assert "| whole | 0.40 (0.40, 1.00) | 0.80 (0.80, 1.00) | 0.600 (" in text
+    assert "| shared | 0.20 (0.20, 1.00) | 0.60 (0.60, 1.00) | 0.400 (" in text
