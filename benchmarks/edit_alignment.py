@@ -1,7 +1,7 @@
 """Where the working edit of a held-out pair lies, and whether anything a generalist learns points there.
 
-Text only, no sampling: it reads the rectifiers `benchmarks.generalist` trained (its `--work`
-folder) and compares EOT edits at alpha 1. For a rectifier and a relation (A, R, B) the edit of
+It reads the rectifiers `benchmarks.generalist` trained (its `--work` folder) and compares their
+EOT edits at alpha 1 (text only; images only with `--samples`). For a rectifier and a relation (A, R, B) the edit of
 "A R B" is d1, that of "B R A" is d2; the direction part is (d1 - d2) / 2, what turns one order
 into the other, and the shared part (d1 + d2) / 2. For each held-out relation it reports:
   - the size of the reference rectifier's edit (trained on that relation itself, the only edit
@@ -10,7 +10,7 @@ into the other, and the shared part (d1 + d2) / 2. For each held-out relation it
     probe's additive direction v_R(A) - v_R(B) (fitted on the order-aware pairs, as in
     `benchmarks.direction_probe`), and with the same additive model fitted instead on the direction
     parts of the per-pair rectifiers of the train relations (what distilling per-pair edits into
-    one model could give at best; `linked` says whether the train pairs of that axis join A to B);
+    one per-object model would give; `joined` says whether the train pairs of that axis join A to B);
   - with `--other_work`, the cosine with the reference trained on other exemplars and another seed:
     whether per-pair training finds one edit or one of many;
   - with `--samples N`, which part of the working edit does the work: both orders of each held-out
@@ -74,7 +74,7 @@ def rectifier_at(work: Path, name: str):
     return load_rectifier(folder)
 
 
-def linked(pairs: list[tuple[str, str]], a: str, b: str) -> bool:
+def joined(pairs: list[tuple[str, str]], a: str, b: str) -> bool:
     """Whether the pairs, as undirected edges, join a to b."""
     seen, frontier = {a}, [a]
     while frontier:
@@ -91,14 +91,14 @@ def cosine(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(F.cosine_similarity(x, y, dim=0))
 
 
-def distilled_row(model: TextModel, words: Words, direction: torch.Tensor, joined: bool) -> dict:
+def distilled_row(model: TextModel, words: Words, direction: torch.Tensor, is_joined: bool) -> dict:
     """The additive model of the train relations' per-pair edits on a held-out relation; where no
     chain of train pairs joins A to B it says nothing about v_R(A) - v_R(B) (a least-squares
     minimum-norm guess), so no cosine is given."""
-    if not joined:
-        return {"linked": False, "norm": None, "cosine": None}
+    if not is_joined:
+        return {"joined": False, "norm": None, "cosine": None}
     predicted = model.predict([words])[0]
-    return {"linked": True, "norm": float(predicted.norm()), "cosine": cosine(direction, predicted)}
+    return {"joined": True, "norm": float(predicted.norm()), "cosine": cosine(direction, predicted)}
 
 
 def part_rows(pipe, sampling: dict, words: Words, direction: torch.Tensor, shared: torch.Tensor, samples: int,
@@ -149,7 +149,7 @@ def markdown_tables(result: dict) -> str:
         lines.append(f"| {r['relation']} | {ref['edit_norms'][0]:.1f} / {ref['edit_norms'][1]:.1f} ({r['eot_norm']:.1f}) | "
                      f"{ref['direction_norm']:.1f} / {ref['shared_norm']:.1f} | "
                      f"{signed(r.get('other_reference', {}).get('cosine'))} | {signed(r['text_direction']['cosine'])} | "
-                     f"{signed(distilled['cosine']) if distilled['linked'] else 'not joined'} | "
+                     f"{signed(distilled['cosine']) if distilled['joined'] else 'not joined'} | "
                      + " | ".join(signed(r["generalists"][n]["cosine"]) for n in names) + " |")
     summary = result.get("parts_summary", [])
     pairs = list(dict.fromkeys(s["pair"] for s in summary))
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                              "shared_norm": float(shared.norm()), "cosine_of_the_two_edits": cosine(d1, d2)},
                "text_direction": {"norm": float(text_direction.predict([words])[0].norm()),
                                   "cosine": cosine(direction, text_direction.predict([words])[0])},
-               "distilled": distilled_row(distilled, words, direction, linked(axis_pairs[axis], a, b)),
+               "distilled": distilled_row(distilled, words, direction, joined(axis_pairs[axis], a, b)),
                "generalists": {}}
         for name, rectifier in generalists.items():
             g1, _, g_direction, _ = parts(pipe, rectifier, words)
@@ -226,14 +226,14 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(f"{row['relation']}: reference edit {d1.norm():.1f} / {d2.norm():.1f} (EOT {row['eot_norm']:.1f}); "
               f"direction-part cosine with text {row['text_direction']['cosine']:+.2f}, distilled "
-              f"{'not linked' if row['distilled']['cosine'] is None else format(row['distilled']['cosine'], '+.2f')}, "
+              f"{'not joined' if row['distilled']['cosine'] is None else format(row['distilled']['cosine'], '+.2f')}, "
               + ", ".join(f"{n} {g['cosine']:+.2f}" for n, g in row["generalists"].items())
               + (f", other reference {row['other_reference']['cosine']:+.2f}" if args.other_work else ""))
         if args.samples:
             sampled += part_rows(pipe, world_sampling(args.model), words, direction, shared, args.samples, args.seed, done)
             for r in sampled[-2 * len(PARTS):]:
                 print(f"  {r['prompt']}, {r['part']} edit: relation {r['relation']['rate']:.2f}, objects {r['objects']['rate']:.2f}")
-        result.update(date=time.strftime("%Y-%m-%d"), rows=rows, parts=sampled or list(done.values()),
+        result.update(date=time.strftime("%Y-%m-%d"), rows=rows, parts=sampled,
                       parts_summary=summarise_parts(sampled, recipe))
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 

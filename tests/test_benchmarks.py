@@ -267,7 +267,7 @@ def test_edit_alignment_splits_an_edit_into_its_direction_and_shared_parts(tmp_p
     import pytest
     import torch
 
-    from benchmarks.edit_alignment import linked, parts, rectifier_at
+    from benchmarks.edit_alignment import joined, parts, rectifier_at
     from rrnet.backbones.loading import load_pipeline
     from rrnet.errors import RRNetError
     from rrnet.rectifier import add_at_eot, encode_prompt
@@ -289,7 +289,7 @@ def test_edit_alignment_splits_an_edit_into_its_direction_and_shared_parts(tmp_p
     d1, d2, got_direction, got_shared = parts(pipe, Edits(), ("red circle", "above", "blue square"))
     assert torch.allclose(got_direction, direction, atol=1e-5) and torch.allclose(got_shared, shared, atol=1e-5)
     assert torch.allclose(d1 - d2, 2 * direction, atol=1e-5)
-    assert linked([("a", "b"), ("c", "b")], "a", "c") and not linked([("a", "b"), ("c", "d")], "a", "d")
+    assert joined([("a", "b"), ("c", "b")], "a", "c") and not joined([("a", "b"), ("c", "d")], "a", "d")
     with pytest.raises(RRNetError, match="not trained"):
         rectifier_at(tmp_path, "reference/x")
 
@@ -300,7 +300,7 @@ def test_edit_alignment_tables_pool_each_part_over_the_pairs():
 
     row = {"relation": "a x above a y", "eot_norm": 10.0,
            "reference": {"edit_norms": [4.0, 5.0], "direction_norm": 3.0, "shared_norm": 2.0},
-           "text_direction": {"cosine": 0.5}, "distilled": {"linked": False, "cosine": None},
+           "text_direction": {"cosine": 0.5}, "distilled": {"joined": False, "cosine": None},
            "generalists": {"g": {"cosine": -0.25}}}
     summary = [{"pair": pair, "part": part, "relation": rate(k, 10), "objects": rate(10, 10), "worst_prompt_relation": k / 10}
                for pair, base in (("x / y", 2), ("z / w", 6)) for part, k in zip(("whole", "direction", "shared"), (base + 2, base + 1, base))]
