@@ -206,7 +206,10 @@ def test_training_a_rectifier_fixes_a_collapsed_pair(tmp_path):
     for x, y in ((a, b), (b, a)):
         base.append(score_prompt(pipe, x, relation, y, **kwargs)[0].relation_accuracy)
         fixed.append(score_prompt(pipe, x, relation, y, alpha=1.0, rectifier=rect, **kwargs)[0].relation_accuracy)
-    assert min(fixed) >= 0.75 and sum(fixed) / 2 >= sum(base) / 2 + 0.2, (base, fixed)
+    # both directions gain (a rectifier that pushes both prompts to one layout loses one of them), and
+    # together they reach what the README's demo shows; one direction's exact rate moves by a few
+    # images between CPUs, whose float sums in training differ
+    assert all(f >= x + 0.2 for f, x in zip(fixed, base)) and sum(fixed) / 2 >= 0.75, (base, fixed)
 
 
 # ---------------------------------------------------------------------------------------------
