@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import judge_pair_images, pooled_rate, rate
+from benchmarks.common import judge_pair_images, pooled_rate
 from benchmarks.direction_probe import TextModel, fit_models
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
@@ -157,12 +157,11 @@ def markdown_tables(result: dict) -> str:
         lines += ["", "| part of the reference's edit | " + " | ".join(pairs) + " | all prompts |", "|---|" + "---|" * (len(pairs) + 1)]
         for part in PARTS:
             members = [s for s in summary if s["part"] == part]
-            pooled = rate(sum(s["relation"]["successes"] for s in members), sum(s["relation"]["n"] for s in members))
-            objects = sum(s["objects"]["successes"] for s in members) / sum(s["objects"]["n"] for s in members)
+            pooled, objects = (pooled_rate(members, lambda s: s[key]) for key in ("relation", "objects"))
             lo, hi = pooled["ci95"]
             lines.append(f"| {part} | " + " | ".join(f"{s['relation']['rate']:.2f} ({s['worst_prompt_relation']:.2f}, "
                                                      f"{s['objects']['rate']:.2f})" for s in members)
-                         + f" | {pooled['rate']:.3f} ({lo:.2f}-{hi:.2f}), objects {objects:.3f} |")
+                         + f" | {pooled['rate']:.3f} ({lo:.2f}-{hi:.2f}), objects {objects['rate']:.3f} |")
     return "\n".join(lines)
 
 
@@ -204,16 +203,17 @@ def main(argv: list[str] | None = None) -> None:
     axis_pairs = {axis: [(a, b) for a, b, ax in recipe.train_pairs if ax == axis] for _, _, axis in recipe.heldout_pairs}
 
     rows, sampled = [], []
+    sampling = world_sampling(args.model)
     result = {"settings": settings, "machine": "2-core CPU, torch " + torch.__version__}
     heldout = [(words, pair[2]) for pair in recipe.heldout_pairs for words in pair_relations([pair])]
     for words, axis in heldout:
         a, _, b = words
         d1, d2, direction, shared = parts(pipe, rectifier_at(work, f"reference/{folder_name(*words)}"), words)
+        text = text_direction.predict([words])[0]
         row = {"relation": prompt_for(*words), "eot_norm": float(encode_prompt(pipe, prompt_for(*words)).eot.norm()),
                "reference": {"edit_norms": [float(d1.norm()), float(d2.norm())], "direction_norm": float(direction.norm()),
                              "shared_norm": float(shared.norm()), "cosine_of_the_two_edits": cosine(d1, d2)},
-               "text_direction": {"norm": float(text_direction.predict([words])[0].norm()),
-                                  "cosine": cosine(direction, text_direction.predict([words])[0])},
+               "text_direction": {"norm": float(text.norm()), "cosine": cosine(direction, text)},
                "distilled": distilled_row(distilled, words, direction, joined(axis_pairs[axis], a, b)),
                "generalists": {}}
         for name, rectifier in generalists.items():
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
               + ", ".join(f"{n} {g['cosine']:+.2f}" for n, g in row["generalists"].items())
               + (f", other reference {row['other_reference']['cosine']:+.2f}" if args.other_work else ""))
         if args.samples:
-            sampled += part_rows(pipe, world_sampling(args.model), words, direction, shared, args.samples, args.seed, done)
+            sampled += part_rows(pipe, sampling, words, direction, shared, args.samples, args.seed, done)
             for r in sampled[-2 * len(PARTS):]:
                 print(f"  {r['prompt']}, {r['part']} edit: relation {r['relation']['rate']:.2f}, objects {r['objects']['rate']:.2f}")
         result.update(date=time.strftime("%Y-%m-%d"), rows=rows, parts=sampled,
