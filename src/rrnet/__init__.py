@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["RelationRectifier", "RectifierConfig", "TrainConfig", "train_rectifier", "load_relation"]
+__all__ = ["RelationRectifier", "RectifierConfig", "TrainConfig", "train_rectifier", "load_relation", "self_taught_folder"]
 
 
 def __getattr__(name: str):
@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from rrnet import train
 
         return getattr(train, name)
+    if name == "self_taught_folder":
+        from rrnet.self_teach import self_taught_folder
+
+        return self_taught_folder
     if name == "load_relation":
         from rrnet.data import load_relation
 

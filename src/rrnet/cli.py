@@ -103,6 +103,55 @@ def _generate_parser(sub) -> None:
     p.add_argument("--guidance_scale", type=check.non_negative_float, default=None, help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
 
+def _teach_parser(sub) -> None:
+    from rrnet.self_teach import OBJECT_TEMPLATE, PROMPT_TEMPLATE
+
+    p = sub.add_parser("teach", help="write a relation folder drawn and labelled by the model itself (no images "
+                                     "needed), for `rrnet train --data`")
+    _model_flags(p)
+    p.add_argument("--triplet", nargs=3, metavar=("A", "R", "B"), required=True,
+                   help="the objects and a positional relation (above, below, on, under, left of, right of, ...)")
+    p.add_argument("--num_images", type=check.int_in(1, 10_000), default=5, help="images of each layout and object")
+    p.add_argument("--max_samples", type=check.int_in(2, 100_000), default=96,
+                   help="stop drawing after this many samples of the prompt and its swap")
+    p.add_argument("--margin", type=check.fraction, default=0.15,
+                   help="the two objects' centroids must lie at least this share of the image apart along the axis")
+    p.add_argument("--prompt_template", default=PROMPT_TEMPLATE, help="with {a}, {relation}, {b}")
+    p.add_argument("--object_template", default=OBJECT_TEMPLATE, help="with {obj}: the single-object caption")
+    p.add_argument("--steps", type=check.int_in(1, 10_000), default=None,
+                   help="sampling steps (default: the model's record for the mini world, else 30)")
+    p.add_argument("--guidance_scale", type=check.non_negative_float, default=None,
+                   help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
+
+
+def run_teach(args) -> None:
+    from rrnet.backbones.loading import load_pipeline
+    from rrnet.generate import fill_sampling_defaults
+    from rrnet.locking import folder_lock
+    from rrnet.self_teach import relation_layout, self_taught_folder
+
+    check.check_run(args)
+    check.check_triplet(args.triplet)
+    relation_layout(args.triplet[1])
+    for name, template, keys in (("--prompt_template", args.prompt_template, ("a", "relation", "b")),
+                                 ("--object_template", args.object_template, ("obj",))):
+        try:
+            template.format(**{k: "x" for k in keys})
+        except (KeyError, IndexError, ValueError):
+            raise RRNetError(f"{name} {template!r} may name only {', '.join('{' + k + '}' for k in keys)}") from None
+    if args.max_samples < 2 * args.num_images:
+        raise RRNetError(f"--max_samples {args.max_samples} is below 2 x --num_images ({2 * args.num_images})")
+    fill_sampling_defaults(args)
+    with folder_lock(args.output_dir):
+        pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
+        pipe.set_progress_bar_config(disable=True)
+        folder = self_taught_folder(pipe, *args.triplet, args.output_dir, n_images=args.num_images,
+                                    max_samples=args.max_samples, seed=args.seed, steps=args.steps,
+                                    guidance_scale=args.guidance_scale, margin=args.margin,
+                                    prompt_template=args.prompt_template, object_template=args.object_template)
+    print(f"self-taught relation folder written to {folder} (train it with: rrnet train --data {folder})")
+
+
 def _tiny_parser(sub) -> None:
     p = sub.add_parser("tiny-backbone", help="write a tiny random SD-shaped model folder (tests, examples)")
     p.add_argument("output_dir")
@@ -236,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _generate_parser(sub)
+    _teach_parser(sub)
     _tiny_parser(sub)
     from rrnet.demo import add_demo_parser
 
@@ -416,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # a flag mistake (one line, exit 2) or --help (exit 0)
         return stop.code if isinstance(stop.code, int) else 2
-    handlers = {"train": run_train, "generate": run_generate, "tiny-backbone": run_tiny, "world": run_world}
+    handlers = {"train": run_train, "generate": run_generate, "teach": run_teach, "tiny-backbone": run_tiny, "world": run_world}
     configure_logging(logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING)
     if args.quiet and hasattr(args, "no_progress"):  # errors only: no progress bars either
         args.no_progress = True
