@@ -16,7 +16,10 @@ left of and right of; five rendered exemplars per folder), one rectifier per var
                  learned with their train partners; role+direction adds the direction targets;
 and, as baselines, the per-pair rectifier of one train relation applied to other pairs
 (`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
-relation itself (`reference`, the only place a held-out pair is ever trained on) and per-pair
+relation itself (`reference`, the only rows trained on a held-out pair's rendered images), per-pair
+rectifiers with the same recipe trained on self-taught folders of each held-out relation
+(`self-taught`: the base model's own samples of the prompt and its swap, labelled by its own
+single-object captions, rrnet.self_teach; no rendered image of the pair), and per-pair
 rectifiers trained on each train relation with the generalists' recipe (`per-pair`: the same
 epochs, so each relation gets as many pair steps as inside a generalist; `per-pair+floor` with the
 timestep floor of `direction+floor`).
@@ -41,11 +44,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import (COLLAPSE_GATE, grouped_rows, judge_object, judge_prompt, keyed_union,
-                               merge_result_files, pooled_rate)
+                               merge_result_files, pooled_rate, sampled_images)
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relations
 from rrnet.rectifier_files import load_rectifier
+from rrnet.self_teach import self_taught_folder
 from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import direction_prompt_pairs, order_aware_pairs, pair_relations, split_pairs
 from rrnet.world.exemplars import folder_name, write_relation_folder
@@ -60,7 +64,7 @@ GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, 
                "direction+w16": ({"antisymmetric": True, "direction_weight": 16.0}, True),
                "role": ({"adjuster": "role"}, False), "role+direction": ({"adjuster": "role"}, True)}
 PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": FLOOR}}  # per train relation, the generalists' recipe
-VARIANTS = ("base", *GENERALISTS, "transfer", "reference", *PER_PAIR)
+VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "self-taught", *PER_PAIR)
 TRANSFER_FROM = ("red circle", "above", "blue square")
 RELATION_SPLITS = ("heldout", "train", "control")
 SPLITS = (*RELATION_SPLITS, "single")  # single: single-object captions, no relation
@@ -88,6 +92,47 @@ def exemplar_folder(root: Path, words: tuple[str, str, str], recipe, args) -> Pa
     return write_relation_folder(root, *words, n_images=args.exemplars, size=recipe.size, seed=args.seed)
 
 
+def self_taught_exemplars(pipe, root: Path, words: tuple[str, str, str], args) -> Path:
+    """The self-taught folder of a relation (drawn and labelled by the base model), written once."""
+    folder = root / folder_name(*words)
+    if (folder / "index.json").is_file():
+        return folder
+    sampling = world_sampling(args.model)
+    return self_taught_folder(pipe, *words, folder, n_images=args.exemplars, seed=args.seed,
+                              steps=sampling["num_inference_steps"], guidance_scale=sampling["guidance_scale"])
+
+
+def labeller_check(pipe, work: Path, recipe, args) -> list[dict]:
+    """How often the self-taught folders' readings agree with the exact judge: every sample drawn
+    for a folder is drawn again (same prompt and seed) and judged; and the kept exemplars' purity."""
+    from benchmarks.common import rate
+    from rrnet.self_teach import RECORD_FILE
+    from rrnet.world.judge import judge_image
+
+    sampling = world_sampling(args.model)
+    out = []
+    for words in pair_relations(recipe.heldout_pairs):
+        folder = work / "data" / "self-taught" / folder_name(*words)
+        if not (folder / RECORD_FILE).is_file():
+            continue
+        record = json.loads((folder / RECORD_FILE).read_text())
+        a, relation, b = words
+        agree = clear = judged = 0
+        for reading in record["readings"]:
+            image = sampled_images(pipe, reading["prompt"], None, None, None, 1, reading["seed"],
+                                   sampling["num_inference_steps"], sampling["guidance_scale"])[0]
+            verdict = judge_image(image, a, relation, b).verdict
+            if verdict in ("ARB", "BRA"):
+                judged += 1
+                if reading["layout"] is not None:
+                    clear += 1
+                    agree += reading["layout"] == verdict
+        out.append({"relation": list(words), "samples": record["samples"], "kept": record["kept"],
+                    "unclear": record["unclear"], "judged": judged,
+                    "agreement": rate(agree, clear) if clear else None})
+    return out
+
+
 def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
     """Train (or reuse) every rectifier the variants need; returns {name: folder}."""
     model = str(args.model)
@@ -108,6 +153,10 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
         for a, relation, b in pair_relations(recipe.heldout_pairs):
             folder = exemplar_folder(work / "data" / "heldout", (a, relation, b), recipe, args)
             jobs[f"reference/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
+    if "self-taught" in variants:
+        for words in pair_relations(recipe.heldout_pairs):
+            folder = self_taught_exemplars(pipe, work / "data" / "self-taught", words, args)
+            jobs[f"self-taught/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
     for name, extra in PER_PAIR.items():
         if name in variants:
             for folder in train_dirs:
@@ -249,6 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     result["training"] = {**result.get("training", {}),
                           **{name: json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
                              for name, folder in folders.items()}}
+    if "self-taught" in args.variants:
+        result["self_taught"] = labeller_check(pipe, work, recipe, args)
+        for e in result["self_taught"]:
+            agreement = e["agreement"]["rate"] if e["agreement"] else float("nan")
+            print(f"self-taught {' '.join(e['relation'])}: kept {e['kept']} of {e['samples']} samples "
+                  f"({e['unclear']} unclear), readings agree with the exact judge {agreement:.3f}")
     separation = eot_separation(pipe, recipe, rectifiers)
     result["eot_cosine"] = keyed_union(result.get("eot_cosine", []), separation, check_key)
     for e in separation:
@@ -277,8 +332,8 @@ def main(argv: list[str] | None = None) -> None:
                     settings_of += [(variant, alpha, rectifiers[name], None) for alpha in args.alpha]
             elif variant == "transfer":
                 settings_of += [(variant, alpha, rectifiers["transfer"], (a, relation, b)) for alpha in args.alpha]
-            elif variant == "reference":
-                name = f"reference/{folder_name(*sorted_words(a, relation, b, recipe))}"
+            elif variant in ("reference", "self-taught"):
+                name = f"{variant}/{folder_name(*sorted_words(a, relation, b, recipe))}"
                 if name in rectifiers:  # held-out relations only
                     settings_of += [(variant, alpha, rectifiers[name], None) for alpha in args.alpha]
             else:
@@ -339,7 +394,8 @@ def markdown_tables(result: dict, recipe) -> str:
 
 def merge_results(paths: list[Path], out: Path) -> None:
     """Pool runs of this benchmark made side by side: rows, training logs, EOT and collapse-gate checks."""
-    merge_result_files(paths, out, {"rows": row_key, "eot_cosine": check_key, "collapse_gate": gate_key}, summarise)
+    merge_result_files(paths, out, {"rows": row_key, "eot_cosine": check_key, "collapse_gate": gate_key,
+                                    "self_taught": lambda e: tuple(e["relation"])}, summarise)
 
 
 def sorted_words(a: str, relation: str, b: str, recipe) -> tuple[str, str, str]:

@@ -308,3 +308,17 @@ def test_edit_alignment_tables_pool_each_part_over_the_pairs():
     assert "| a x above a y | 4.0 / 5.0 (10.0) | 3.0 / 2.0 | n/a | +0.50 | not joined | -0.25 |" in text
     assert "| whole | 0.40 (0.40, 1.00) | 0.80 (0.80, 1.00) | 0.600 (" in text
     assert "| shared | 0.20 (0.20, 1.00) | 0.60 (0.60, 1.00) | 0.400 (" in text
+
+
+def test_self_teach_labels_pools_each_pair_and_the_split():
+    from benchmarks.self_teach_labels import summarise
+
+    def row(pair: str, clear: int, agree: int, unclear: int) -> dict:
+        return {"split": "heldout", "pair": pair, "samples": 10, "judged": clear + unclear, "clear": clear,
+                "agree": agree, "unclear": unclear, "clear_unjudged": 10 - clear - unclear}
+
+    rows = [row("a / b", 8, 8, 1), row("a / b", 9, 7, 0), row("c / d", 5, 5, 5)]
+    by_pair = {s["pair"]: s for s in summarise(rows)}
+    assert by_pair["a / b"]["agreement"]["successes"] == 15 and by_pair["a / b"]["agreement"]["n"] == 17
+    assert by_pair["all"]["agreement"]["n"] == 22 and by_pair["all"]["unclear"] == 6
+    assert by_pair["c / d"]["unclear_share"] == 0.5
