@@ -115,12 +115,26 @@ def test_self_taught_folder_says_which_layout_it_could_not_find(tiny_pipe, tmp_p
         self_taught_folder(tiny_pipe, "cat", "above", "Cat", tmp_path / "st")
 
 
+def test_positional_triplets_read_the_prompt():
+    from rrnet.self_teach import positional_triplets, relation_folder_name
+
+    assert positional_triplets("there is a panda below desk") == [("panda", "below", "desk")]
+    assert positional_triplets("A red cup is placed on the wooden table") == [("red cup", "is placed on", "wooden table")]
+    assert positional_triplets("a cat on the left of a dog") == [("cat", "on the left of", "dog")]
+    assert positional_triplets("a man riding a horse") == []
+    assert relation_folder_name("red cup", "on the left of", "dog") == "red_cup_on_the_left_of_dog"
+
+
 def test_teach_command_refuses_bad_input_in_one_line(tiny_model_dir, tmp_path, capsys):
     from rrnet.cli import main
 
     base = ["teach", "--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "t")]
     assert main([*base, "--triplet", "cat", "riding", "dog"]) == 2
     assert "'riding' is not positional" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "give --triplet A R B or --prompt" in capsys.readouterr().err
+    assert main([*base, "--prompt", "a man riding a horse"]) == 2
+    assert "states no positional relation" in capsys.readouterr().err
     assert main([*base, "--triplet", "cat", "above", "dog", "--object_template", "a {thing}"]) == 2
     assert "--object_template 'a {thing}' may name only {obj}" in capsys.readouterr().err
     assert main([*base, "--triplet", "cat", "above", "dog", "--num_images", "5", "--max_samples", "8"]) == 2
@@ -128,18 +142,32 @@ def test_teach_command_refuses_bad_input_in_one_line(tiny_model_dir, tmp_path, c
     assert not (tmp_path / "t").exists()
 
 
-def test_teach_command_writes_a_folder_train_reads(tiny_model_dir, tmp_path, monkeypatch, capsys):
+def test_teach_command_writes_folders_train_reads(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from rrnet.cli import main
 
     monkeypatch.setattr(self_teach, "read_layouts", fake_layouts(["ARB", "BRA"]))
     out = tmp_path / "t"
     assert main(["teach", "--model", str(tiny_model_dir), "--output_dir", str(out), "--triplet", "cat", "left of", "dog",
-                 "--num_images", "1", "--max_samples", "4", "--steps", "2", "--no_progress"]) == 0
-    assert "rrnet train --data" in capsys.readouterr().out
+                 "--prompt", "there is a cat left of dog", "a red cup above a bowl", "--num_images", "1",
+                 "--max_samples", "4", "--steps", "2", "--no_progress"]) == 0
+    assert "2 self-taught relation folder(s)" in capsys.readouterr().out  # the repeated relation is taught once
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["cat_left_of_dog", "red_cup_above_bowl"]
     assert main(["train", "--model", str(tiny_model_dir), "--data", str(out), "--output_dir", str(tmp_path / "r"),
                  "--epochs", "1", "--no_progress"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["prompts"] == [["a cat left of a dog", "a dog left of a cat"]]
+    assert sorted(map(tuple, config["prompts"])) == [("a cat left of a dog", "a dog left of a cat"),
+                                                     ("a red cup above a bowl", "a bowl above a red cup")]
+
+
+def test_teach_command_with_a_collapse_gate_skips_what_the_encoder_orders(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from rrnet.cli import main
+
+    monkeypatch.setattr(self_teach, "read_layouts", fake_layouts(["ARB", "BRA"]))
+    out = tmp_path / "t"
+    assert main(["teach", "--model", str(tiny_model_dir), "--output_dir", str(out), "--triplet", "cat", "left of", "dog",
+                 "--collapse_gate", "1.01", "--num_images", "1", "--max_samples", "4", "--steps", "2", "--no_progress"]) == 0
+    assert "skipped cat / left of / dog: the text encoder orders it (EOT cosine" in capsys.readouterr().out
+    assert not (out / "cat_left_of_dog").exists()
 
 
 @needs_shipped

@@ -106,11 +106,16 @@ def _generate_parser(sub) -> None:
 def _teach_parser(sub) -> None:
     from rrnet.self_teach import OBJECT_TEMPLATE, PROMPT_TEMPLATE
 
-    p = sub.add_parser("teach", help="write a relation folder drawn and labelled by the model itself (no images "
+    p = sub.add_parser("teach", help="write relation folders drawn and labelled by the model itself (no images "
                                      "needed), for `rrnet train --data`")
     _model_flags(p)
-    p.add_argument("--triplet", nargs=3, metavar=("A", "R", "B"), required=True,
-                   help="the objects and a positional relation (above, below, on, under, left of, right of, ...)")
+    p.add_argument("--triplet", nargs=3, action="append", metavar=("A", "R", "B"), default=None,
+                   help="objects and a positional relation (above, below, on, under, left of, right of, ...); repeatable")
+    p.add_argument("--prompt", nargs="+", default=None,
+                   help="prompts to read the relations from instead (\"there is a panda below desk\")")
+    p.add_argument("--collapse_gate", type=check.finite_float, default=None,
+                   help="teach only relations whose two object orders the text encoder gives EOT states at least "
+                        "this similar (e.g. 0.99): those it cannot draw the right way round by itself")
     p.add_argument("--num_images", type=check.int_in(1, 10_000), default=5, help="images of each layout and object")
     p.add_argument("--max_samples", type=check.int_in(2, 100_000), default=96,
                    help="stop drawing after this many samples of the prompt and its swap")
@@ -124,15 +129,35 @@ def _teach_parser(sub) -> None:
                    help="classifier-free guidance (default: the model's record for the mini world, else 7.5)")
 
 
+def _taught_relations(args) -> list[tuple[str, str, str]]:
+    """The relations `rrnet teach` is asked for, each once, checked before any model loads."""
+    from rrnet.self_teach import positional_triplets, relation_layout
+
+    if not args.triplet and not args.prompt:
+        raise RRNetError("give --triplet A R B or --prompt with a positional relation")
+    relations = [tuple(t) for t in args.triplet or []]
+    for prompt in args.prompt or []:
+        found = positional_triplets(prompt)
+        if not found:
+            raise RRNetError(f"prompt {prompt!r} states no positional relation with objects on both sides")
+        relations += found
+    for triplet in relations:
+        check.check_triplet(triplet)
+        relation_layout(triplet[1])
+    return list(dict.fromkeys(relations))
+
+
 def run_teach(args) -> None:
+    import torch
+
     from rrnet.backbones.loading import load_pipeline
     from rrnet.generate import fill_sampling_defaults
     from rrnet.locking import folder_lock
-    from rrnet.self_teach import relation_layout, self_taught_folder
+    from rrnet.rectifier import swap_cosine
+    from rrnet.self_teach import relation_folder_name, self_taught_folder
 
     check.check_run(args)
-    check.check_triplet(args.triplet)
-    relation_layout(args.triplet[1])
+    relations = _taught_relations(args)
     for name, template, keys in (("--prompt_template", args.prompt_template, ("a", "relation", "b")),
                                  ("--object_template", args.object_template, ("obj",))):
         try:
@@ -145,11 +170,22 @@ def run_teach(args) -> None:
     with folder_lock(args.output_dir):
         pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)
         pipe.set_progress_bar_config(disable=True)
-        folder = self_taught_folder(pipe, *args.triplet, args.output_dir, n_images=args.num_images,
-                                    max_samples=args.max_samples, seed=args.seed, steps=args.steps,
-                                    guidance_scale=args.guidance_scale, margin=args.margin,
-                                    prompt_template=args.prompt_template, object_template=args.object_template)
-    print(f"self-taught relation folder written to {folder} (train it with: rrnet train --data {folder})")
+        taught = 0
+        for a, relation, b in relations:
+            if args.collapse_gate is not None:
+                with torch.no_grad():
+                    cosine = swap_cosine(pipe, a, relation, b)
+                if cosine < args.collapse_gate:
+                    print(f"skipped {a} / {relation} / {b}: the text encoder orders it (EOT cosine {cosine:.3f})")
+                    continue
+            folder = self_taught_folder(pipe, a, relation, b, Path(args.output_dir) / relation_folder_name(a, relation, b),
+                                        n_images=args.num_images, max_samples=args.max_samples, seed=args.seed,
+                                        steps=args.steps, guidance_scale=args.guidance_scale, margin=args.margin,
+                                        prompt_template=args.prompt_template, object_template=args.object_template)
+            print(f"taught {folder}")
+            taught += 1
+    if taught:
+        print(f"{taught} self-taught relation folder(s) in {args.output_dir} (train: rrnet train --data {args.output_dir})")
 
 
 def _tiny_parser(sub) -> None:

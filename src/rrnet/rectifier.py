@@ -125,6 +125,13 @@ class EncodedPrompt:
         return self.hidden[self.tokens.eot_index]
 
 
+def swap_cosine(pipe, a: str, phrase: str, b: str) -> float:
+    """Cosine of the EOT states of "a A R a B" and "a B R a A": near 1 where the text encoder
+    loses the direction (a collapsed relation), well below it where the encoder orders the pair."""
+    states = [encode_prompt(pipe, f"a {x} {phrase} a {y}").eot.float() for x, y in ((a, b), (b, a))]
+    return float(torch.nn.functional.cosine_similarity(states[0], states[1], dim=0))
+
+
 def encode_prompt(pipe, prompt: str) -> EncodedPrompt:
     """Encode one prompt exactly as the pipeline would (its own `encode_prompt`), plus positions."""
     tokens = tokenize_prompt(pipe.tokenizer, prompt)
@@ -324,11 +331,7 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         phrase): near 1 where the text encoder loses the direction, which is what needs rectifying."""
         phrases = [p for p, word in self.relation_phrases().items() if word == triplet.relation]
         phrase = max(phrases, key=len) if phrases else triplet.relation
-        states = []
-        for a, b in ((triplet.object_a, triplet.object_b), (triplet.object_b, triplet.object_a)):
-            enc = encode_prompt(pipe, f"a {a} {phrase} a {b}")
-            states.append(enc.hidden[enc.tokens.eot_index].float())
-        return float(torch.nn.functional.cosine_similarity(states[0], states[1], dim=0))
+        return swap_cosine(pipe, triplet.object_a, phrase, triplet.object_b)
 
     def collapsed_only(self, pipe, triplets: Sequence[Triplet], collapse_gate: float | None) -> list[Triplet]:
         """The triplets a `collapse_gate` lets through (swap cosine >= the gate); all of them without one."""

@@ -58,6 +58,19 @@ def relation_layout(phrase: str) -> tuple[str, bool]:
                         f"{', '.join(sorted(POSITIONAL))}") from None
 
 
+def positional_triplets(prompt: str) -> list[tuple[str, str, str]]:
+    """Every (A, R, B) a prompt states with a positional phrase (the longest match wins), read as
+    `RelationRectifier.prompt_embeds` reads prompts: "there is a panda below desk" -> panda, below, desk."""
+    from rrnet.prompt_parser import parse_relations
+
+    return [tuple(t) for t in parse_relations(prompt, {phrase: phrase for phrase in POSITIONAL})]
+
+
+def relation_folder_name(a: str, relation: str, b: str) -> str:
+    """The folder a relation is taught into inside a benchmark folder: "panda_below_desk"."""
+    return "_".join(f"{a} {relation} {b}".split())
+
+
 @dataclass(frozen=True)
 class LocatorSettings:
     """Where the denoiser is asked: noise levels (of the training schedule) and draws per level."""
