@@ -38,8 +38,10 @@ def blobs(n: int, a_at: tuple[int, int], b_at: tuple[int, int], size: int = 8) -
 
 
 def test_region_centroids_are_in_image_pixels():
-    ca, cb = region_centroids(blobs(1, (1, 6), (6, 2)), size=32)
+    ca, cb = region_centroids(blobs(1, (1, 6), (6, 2)), height=32, width=32)
     assert ca.tolist() == [[26.0, 6.0]] and cb.tolist() == [[10.0, 26.0]]  # (x, y), pixel centres of 4x4 cells
+    ca, cb = region_centroids(blobs(1, (1, 6), (6, 2)), height=32, width=64)
+    assert ca.tolist() == [[52.0, 6.0]] and cb.tolist() == [[20.0, 26.0]]  # a wide image: 8x4 cells
 
 
 @pytest.mark.parametrize("relation, a_at, b_at, layout", [
@@ -58,7 +60,7 @@ def test_read_layouts_labels_by_the_relation_axis(monkeypatch, relation, a_at, b
 def test_object_contrast_is_seeded_and_antisymmetric_in_its_captions(tiny_pipe):
     """The same noise for both captions: swapping them negates the map exactly, and a rerun repeats it."""
     images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
-    settings = self_teach.LocatorSettings(timesteps=(300, 700), draws=2, batch=2)
+    settings = self_teach.LocatorSettings(noise_levels=(0.3, 0.7), draws=2, batch=2)
     contrast = self_teach.object_contrast(tiny_pipe, images, "a photo of a cat", "a photo of a dog", settings)
     side = 32 // tiny_pipe.vae_scale_factor  # one value per latent pixel
     assert contrast.shape == (3, side, side) and torch.isfinite(contrast).all() and contrast.abs().sum() > 0

@@ -73,9 +73,10 @@ def relation_folder_name(a: str, relation: str, b: str) -> str:
 
 @dataclass(frozen=True)
 class LocatorSettings:
-    """Where the denoiser is asked: noise levels (of the training schedule) and draws per level."""
+    """Where the denoiser is asked: noise levels (shares of the training schedule's timesteps) and
+    draws per level. Low levels see the objects' shapes; by 0.7 the layout is still being decided."""
 
-    timesteps: tuple[int, ...] = (200, 400, 600)
+    noise_levels: tuple[float, ...] = (0.2, 0.4, 0.6)
     draws: int = 4
     seed: int = 0
     batch: int = 32
@@ -92,20 +93,25 @@ def object_contrast(pipe, images: np.ndarray, prompt_a: str, prompt_b: str,
     """Per latent pixel, how much better `prompt_a` predicts the denoising target than `prompt_b`
     (summed over channels, noise levels and draws): positive where A is drawn, negative where B is.
     (N, h, w); the same noise for both prompts, so only the caption differs."""
+    from diffusers import DDPMScheduler
+
     if sdxl.is_sdxl(pipe):
         raise RRNetError("self-taught exemplars support Stable Diffusion 1/2 pipelines (one text encoder)")
+    noiser = DDPMScheduler.from_config(pipe.scheduler.config)  # noised as in training, whatever the sampler
+    timesteps = [min(noiser.config.num_train_timesteps - 1, int(level * noiser.config.num_train_timesteps))
+                 for level in settings.noise_levels]
     embeds = [encode_prompt(pipe, p).hidden.unsqueeze(0).to(pipe.device) for p in (prompt_a, prompt_b)]
     maps = []
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     for part in np.array_split(images, max(1, -(-len(images) // settings.batch))):
         latents, _ = latent_distribution(pipe, _image_tensor(part).to(pipe.device))
         contrast = torch.zeros(latents.shape[0], *latents.shape[2:], device=latents.device)
-        for t in settings.timesteps:
+        for t in timesteps:
             steps = torch.full((latents.shape[0],), t, dtype=torch.long, device=latents.device)
             for _ in range(settings.draws):
                 noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-                noisy = pipe.scheduler.add_noise(latents, noise, steps)
-                target = denoising_target(pipe.scheduler, latents, noise, steps)
+                noisy = noiser.add_noise(latents, noise, steps)
+                target = denoising_target(noiser, latents, noise, steps)
                 error_a, error_b = ((unet_predict(pipe, noisy, steps, e.expand(len(noisy), -1, -1)) - target) ** 2
                                     for e in embeds)
                 contrast += (error_b - error_a).sum(1)
@@ -113,11 +119,11 @@ def object_contrast(pipe, images: np.ndarray, prompt_a: str, prompt_b: str,
     return torch.cat(maps)
 
 
-def region_centroids(contrast: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def region_centroids(contrast: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroids (x, y) in image pixels of the positive (A) and negative (B) parts of contrast maps."""
     n, h, w = contrast.shape
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * size / h
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * size / w
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * height / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * width / w
 
     def centroid(weight: torch.Tensor) -> torch.Tensor:
         total = weight.sum((1, 2)).clamp(min=1e-12)
@@ -142,10 +148,11 @@ def read_layouts(pipe, images: np.ndarray, a: str, relation: str, b: str, margin
     whose centroids lie less than `margin` of the image apart along the axis, or further apart
     across it than along it, is unclear (None)."""
     axis, a_first = relation_layout(relation)
-    size = images.shape[1]
+    height, width = images.shape[1:3]
     contrast = object_contrast(pipe, images, object_template.format(obj=a), object_template.format(obj=b), settings)
-    ca, cb = region_centroids(contrast, size)
+    ca, cb = region_centroids(contrast, height, width)
     along, across = (0, 1) if axis == "x" else (1, 0)
+    size = width if axis == "x" else height
     readings = []
     for pa, pb in zip(ca.tolist(), cb.tolist()):
         gap = pb[along] - pa[along]  # > 0: A comes first (top / left)
