@@ -104,7 +104,7 @@ def self_taught_exemplars(pipe, root: Path, words: tuple[str, str, str], args) -
 
 def labeller_check(pipe, work: Path, recipe, args) -> list[dict]:
     """How often the self-taught folders' readings agree with the exact judge: every sample drawn
-    for a folder is drawn again (same prompt and seed) and judged; and the kept exemplars' purity."""
+    for a folder is drawn again (same prompt and seed) and judged."""
     from benchmarks.common import rate
     from rrnet.self_teach import RECORD_FILE
     from rrnet.world.judge import judge_image
