@@ -125,7 +125,7 @@ def sampled_images(pipe, prompt: str, alpha, rectifier, triplet, n: int, seed: i
     import torch
 
     from rrnet.generate import prompt_embeddings
-    from rrnet.world.evaluate import sample_arrays
+    from rrnet.generate import sample_arrays
 
     with torch.no_grad():
         embeds = prompt_embeddings(pipe, prompt, alpha, rectifier, triplet)

@@ -31,7 +31,7 @@ from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.rectifier import EncodedPrompt, add_at_eot, encode_prompt
 from rrnet.world.benchmark import order_aware_pairs, pair_relations, split_pairs
-from rrnet.world.evaluate import sample_arrays
+from rrnet.generate import sample_arrays
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import object_names, prompt_for, relation_phrases
 

@@ -42,7 +42,7 @@ from rrnet.rectifier_files import load_rectifier
 from rrnet.tokens import tokenize_prompt
 from rrnet.world.benchmark import pair_relations
 from rrnet.world.exemplars import folder_name
-from rrnet.world.evaluate import sample_arrays
+from rrnet.generate import sample_arrays
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import object_names, prompt_for, relation_phrases
 

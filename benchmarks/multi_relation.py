@@ -40,7 +40,7 @@ from rrnet.rectifier_files import load_rectifier
 from rrnet.train import TrainConfig, rectifier_finished, train_rectifier
 from rrnet.world.benchmark import (direction_prompt_pairs, order_aware_pairs, pair_relations, scene_relations,
                                    write_world_benchmark)
-from rrnet.world.evaluate import sample_arrays
+from rrnet.generate import sample_arrays
 from rrnet.world.judge import judge_relations
 from rrnet.world.record import load_recipe, shipped_backbone, world_sampling
 from rrnet.world.vocab import caption_for, swap_clause

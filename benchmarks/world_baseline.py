@@ -31,11 +31,11 @@ from benchmarks.common import rate
 from rrnet.atomic import atomic_write_text
 from rrnet.backbones.loading import load_pipeline
 from rrnet.data import load_relation
-from rrnet.generate import prompt_embeddings
+from rrnet.generate import prompt_embeddings, sample_arrays
 from rrnet.train import TrainConfig, train_rectifier
 from rrnet.world.benchmark import scene_relations
 from rrnet.world.corpus import Corpus, relation_item
-from rrnet.world.evaluate import sample_arrays, score_caption
+from rrnet.world.evaluate import score_caption
 from rrnet.world.exemplars import write_relation_folder
 from rrnet.world.judge import judge_image, judge_relations
 from rrnet.world.recipe import AXES

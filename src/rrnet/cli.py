@@ -154,18 +154,11 @@ def run_teach(args) -> None:
     from rrnet.generate import fill_sampling_defaults
     from rrnet.locking import folder_lock
     from rrnet.rectifier import swap_cosine
-    from rrnet.self_teach import relation_folder_name, self_taught_folder
+    from rrnet.self_teach import check_teach_settings, relation_folder_name, self_taught_folder
 
     check.check_run(args)
     relations = _taught_relations(args)
-    for name, template, keys in (("--prompt_template", args.prompt_template, ("a", "relation", "b")),
-                                 ("--object_template", args.object_template, ("obj",))):
-        try:
-            template.format(**{k: "x" for k in keys})
-        except (KeyError, IndexError, ValueError):
-            raise RRNetError(f"{name} {template!r} may name only {', '.join('{' + k + '}' for k in keys)}") from None
-    if args.max_samples < 2 * args.num_images:
-        raise RRNetError(f"--max_samples {args.max_samples} is below 2 x --num_images ({2 * args.num_images})")
+    check_teach_settings(args.num_images, args.max_samples, args.prompt_template, args.object_template, prefix="--")
     fill_sampling_defaults(args)
     with folder_lock(args.output_dir):
         pipe = load_pipeline(args.model, args.device, args.mixed_precision, progress=not args.no_progress)

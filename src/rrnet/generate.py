@@ -135,6 +135,13 @@ def sample_images(pipe, embeds: torch.Tensor | SDXLConditioning, settings: Gener
     return [image for chunk in chunks for image in chunk]
 
 
+def sample_arrays(pipe, embeds: torch.Tensor, n: int, seed: int, steps: int, guidance: float, batch: int = 64) -> np.ndarray:
+    """`n` images (uint8, N x H x W x 3) from one prompt embedding; image k uses seed + k."""
+    settings = GenerationSettings(num_images=n, seed=seed, steps=steps, guidance_scale=guidance)
+    images = sample_images(pipe, embeds, settings, output_type="np", batch_size=batch)
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
 def generate(
     pipe,
     prompts: list[str],

@@ -180,16 +180,30 @@ class SelfTaughtRecord:
 
 
 def _sampler(pipe, steps: int, guidance: float) -> Callable[[str, int, int], np.ndarray]:
-    from rrnet.generate import GenerationSettings, prompt_embeddings, sample_images
+    from rrnet.generate import prompt_embeddings, sample_arrays
 
     def sample(prompt: str, n: int, seed: int) -> np.ndarray:
         with torch.no_grad():
             embeds = prompt_embeddings(pipe, prompt, None, None)
-        settings = GenerationSettings(num_images=n, seed=seed, steps=steps, guidance_scale=guidance)
-        images = sample_images(pipe, embeds, settings, output_type="np")
-        return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+        return sample_arrays(pipe, embeds, n, seed, steps, guidance, batch=n)
 
     return sample
+
+
+def check_teach_settings(n_images: int, max_samples: int, prompt_template: str, object_template: str,
+                         prefix: str = "") -> None:
+    """The counts and caption templates of a self-taught folder, checked before any model work
+    (`prefix`: "--" names them as the command's flags)."""
+    if n_images < 1:
+        raise DataError(f"{prefix}num_images must be at least 1, got {n_images}")
+    if max_samples < 2 * n_images:
+        raise DataError(f"{prefix}max_samples {max_samples} is below 2 x {prefix}num_images ({2 * n_images})")
+    for name, template, keys in (("prompt_template", prompt_template, ("a", "relation", "b")),
+                                 ("object_template", object_template, ("obj",))):
+        try:
+            template.format(**{k: "x" for k in keys})
+        except (KeyError, IndexError, ValueError):
+            raise DataError(f"{prefix}{name} {template!r} may name only {', '.join('{' + k + '}' for k in keys)}") from None
 
 
 def self_taught_folder(pipe, a: str, relation: str, b: str, output_dir: str | Path, n_images: int = 5,
@@ -205,8 +219,7 @@ def self_taught_folder(pipe, a: str, relation: str, b: str, output_dir: str | Pa
     relation_layout(relation)
     if " ".join(a.split()).casefold() == " ".join(b.split()).casefold():
         raise DataError(f"a relation needs two different objects, got {a!r} twice")
-    if n_images < 1 or max_samples < 2 * n_images:
-        raise DataError(f"need n_images >= 1 and max_samples >= 2 x n_images, got {n_images} and {max_samples}")
+    check_teach_settings(n_images, max_samples, prompt_template, object_template)
     prompts = (prompt_template.format(a=a, relation=relation, b=b), prompt_template.format(a=b, relation=relation, b=a))
     sample = _sampler(pipe, steps, guidance_scale)
     kept: dict[str, list[np.ndarray]] = {"ARB": [], "BRA": []}

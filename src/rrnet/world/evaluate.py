@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rrnet.generate import GenerationSettings, prompt_embeddings, sample_images
+from rrnet.generate import prompt_embeddings, sample_arrays
 from rrnet.world.judge import RELATION_OUTCOMES, judge_image, judge_relations
 from rrnet.world.vocab import caption_for, check_relations, prompt_for
 
@@ -29,13 +29,6 @@ class PromptScore:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def sample_arrays(pipe, embeds: torch.Tensor, n: int, seed: int, steps: int, guidance: float, batch: int = 64) -> np.ndarray:
-    """`n` images (uint8, N x H x W x 3) from one prompt embedding; image k uses seed + k."""
-    settings = GenerationSettings(num_images=n, seed=seed, steps=steps, guidance_scale=guidance)
-    images = sample_images(pipe, embeds, settings, output_type="np", batch_size=batch)
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def judge_arrays(images: np.ndarray, a: str, relation: str, b: str) -> dict[str, float]:
