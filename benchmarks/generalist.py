@@ -106,6 +106,7 @@ def labeller_check(pipe, work: Path, recipe, args) -> list[dict]:
     """How often the self-taught folders' readings agree with the exact judge: every sample drawn
     for a folder is drawn again (same prompt and seed) and judged."""
     from benchmarks.common import rate
+    from benchmarks.self_teach_labels import reading_counts
     from rrnet.self_teach import RECORD_FILE
     from rrnet.world.judge import judge_image
 
@@ -116,20 +117,13 @@ def labeller_check(pipe, work: Path, recipe, args) -> list[dict]:
         if not (folder / RECORD_FILE).is_file():
             continue
         record = json.loads((folder / RECORD_FILE).read_text())
-        a, relation, b = words
-        agree = clear = judged = 0
-        for reading in record["readings"]:
-            image = sampled_images(pipe, reading["prompt"], None, None, None, 1, reading["seed"],
-                                   sampling["num_inference_steps"], sampling["guidance_scale"])[0]
-            verdict = judge_image(image, a, relation, b).verdict
-            if verdict in ("ARB", "BRA"):
-                judged += 1
-                if reading["layout"] is not None:
-                    clear += 1
-                    agree += reading["layout"] == verdict
+        verdicts = [judge_image(sampled_images(pipe, r["prompt"], None, None, None, 1, r["seed"],
+                                               sampling["num_inference_steps"], sampling["guidance_scale"])[0],
+                                *words).verdict for r in record["readings"]]
+        counts = reading_counts([r["layout"] for r in record["readings"]], verdicts)
         out.append({"relation": list(words), "samples": record["samples"], "kept": record["kept"],
-                    "unclear": record["unclear"], "judged": judged,
-                    "agreement": rate(agree, clear) if clear else None})
+                    "unclear": record["unclear"], "judged": counts["judged"],
+                    "agreement": rate(counts["agree"], counts["clear"]) if counts["clear"] else None})
     return out
 
 

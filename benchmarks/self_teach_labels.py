@@ -31,15 +31,20 @@ from rrnet.world.vocab import prompt_for
 SPLITS = ("heldout", "train", "control")
 
 
-def count_prompt(pipe, words: tuple[str, str, str], n: int, seed: int, steps: int, guidance: float) -> dict:
-    """Counts over `n` base samples of "A R B": judged, clear, agreeing, and clear but unjudged."""
-    images = sampled_images(pipe, prompt_for(*words), None, None, None, n, seed, steps, guidance)
-    readings = read_layouts(pipe, images, *words)
-    verdicts = [judge_image(im, *words).verdict for im in images]
-    judged = [(r.layout, v) for r, v in zip(readings, verdicts) if v in ("ARB", "BRA")]
-    return {"samples": n, "judged": len(judged), "clear": sum(r is not None for r, _ in judged),
+def reading_counts(layouts: list[str | None], verdicts: list[str]) -> dict:
+    """Readings (layout or None) against the exact judge's verdicts: images the judge reads, clear
+    readings among them, those agreeing, unclear ones, and clear readings of images it cannot read."""
+    judged = [(r, v) for r, v in zip(layouts, verdicts) if v in ("ARB", "BRA")]
+    return {"samples": len(layouts), "judged": len(judged), "clear": sum(r is not None for r, _ in judged),
             "agree": sum(r == v for r, v in judged), "unclear": sum(r is None for r, _ in judged),
-            "clear_unjudged": sum(r.layout is not None and v not in ("ARB", "BRA") for r, v in zip(readings, verdicts))}
+            "clear_unjudged": sum(r is not None and v not in ("ARB", "BRA") for r, v in zip(layouts, verdicts))}
+
+
+def count_prompt(pipe, words: tuple[str, str, str], n: int, seed: int, steps: int, guidance: float) -> dict:
+    """`reading_counts` over `n` base samples of "A R B"."""
+    images = sampled_images(pipe, prompt_for(*words), None, None, None, n, seed, steps, guidance)
+    return reading_counts([r.layout for r in read_layouts(pipe, images, *words)],
+                          [judge_image(im, *words).verdict for im in images])
 
 
 def summarise(rows: list[dict]) -> list[dict]:
