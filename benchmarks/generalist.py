@@ -14,12 +14,18 @@ left of and right of; five rendered exemplars per folder), one rectifier per var
   role           no graph network: the adjustment is f(A, R) - f(B, R), one vector per object in its
                  role (rrnet.rectifier's `role` adjuster), so a held-out pair gets what its objects
                  learned with their train partners; role+direction adds the direction targets;
+  triplet        no graph network and no structure: the adjustment is f(A, R, B), an MLP of the
+                 triplet's three word features (`rrnet train --triplet_mlp`), free to give each
+                 relation its own edit;
 and, as baselines, the per-pair rectifier of one train relation applied to other pairs
 (`transfer`, the triplet given explicitly), per-pair rectifiers trained on each held-out
 relation itself (`reference`, the only rows trained on a held-out pair's rendered images), per-pair
 rectifiers with the same recipe trained on self-taught folders of each held-out relation
 (`self-taught`: the base model's own samples of the prompt and its swap, labelled by its own
-single-object captions, rrnet.self_teach; no rendered image of the pair), and per-pair
+single-object captions, rrnet.self_teach; no rendered image of the pair), one `triplet`
+rectifier with the generalists' recipe trained on the self-taught folders of every collapsed
+relation, train and held out (`self-taught-one`: one network and no rendered image at all, but
+not zero-shot, since it trains on the held-out pairs' own samples), and per-pair
 rectifiers trained on each train relation with the generalists' recipe (`per-pair`: the same
 epochs, so each relation gets as many pair steps as inside a generalist; `per-pair+floor` with the
 timestep floor of `direction+floor`).
@@ -62,9 +68,13 @@ GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, 
                "direction+floor": ({"antisymmetric": True, "timestep_min": FLOOR}, True),
                "direction+w4": ({"antisymmetric": True, "direction_weight": 4.0}, True),
                "direction+w16": ({"antisymmetric": True, "direction_weight": 16.0}, True),
-               "role": ({"adjuster": "role"}, False), "role+direction": ({"adjuster": "role"}, True)}
+               "role": ({"adjuster": "role"}, False), "role+direction": ({"adjuster": "role"}, True),
+               "triplet": ({"adjuster": "triplet"}, False)}
 PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": FLOOR}}  # per train relation, the generalists' recipe
-VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "self-taught", *PER_PAIR)
+# one rectifier, the generalists' recipe, on the self-taught folders of every collapsed relation (train and held out)
+TAUGHT_ONE = {"adjuster": "triplet"}
+VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "self-taught", "self-taught-one", *PER_PAIR)
+ONE_RECTIFIER = (*GENERALISTS, "self-taught-one")  # one rectifier for every prompt, the triplet read from it
 TRANSFER_FROM = ("red circle", "above", "blue square")
 RELATION_SPLITS = ("heldout", "train", "control")
 SPLITS = (*RELATION_SPLITS, "single")  # single: single-object captions, no relation
@@ -151,6 +161,10 @@ def train_variants(pipe, recipe, variants, work: Path, args) -> dict:
         for words in pair_relations(recipe.heldout_pairs):
             folder = self_taught_exemplars(pipe, work / "data" / "self-taught", words, args)
             jobs[f"self-taught/{folder.name}"] = ([folder], TrainConfig(seed=args.seed), None)
+    if "self-taught-one" in variants:
+        taught = [self_taught_exemplars(pipe, work / "data" / "self-taught", words, args)
+                  for words in pair_relations(recipe.collapsed_pairs)]
+        jobs["self-taught-one"] = (taught, TrainConfig(**{**base, **TAUGHT_ONE}), None)
     for name, extra in PER_PAIR.items():
         if name in variants:
             for folder in train_dirs:
@@ -196,7 +210,7 @@ def eot_separation(pipe, recipe, rectifiers: dict) -> list[dict]:
     out = []
     for split in RELATION_SPLITS:
         relations = pair_relations(split_pairs(recipe, [split]))
-        for name in GENERALISTS:
+        for name in ONE_RECTIFIER:
             if name not in rectifiers or not relations:
                 continue
             cosines = [F.cosine_similarity(*(eot(prompt_for(x, r, y), rectifiers[name], 1.0) for x, y in ((a, b), (b, a))),
@@ -213,7 +227,7 @@ def gate_check(pipe, recipe, rectifiers: dict, alphas: list[float]) -> list[dict
     out = []
     for split in RELATION_SPLITS:
         prompts = [prompt_for(a, r, b) for _, a, r, b in prompts_of(recipe, [split])]
-        for name in GENERALISTS:
+        for name in ONE_RECTIFIER:
             if name not in rectifiers or not prompts:
                 continue
             rectifier = rectifiers[name]
@@ -318,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         for variant in args.variants:
             if variant == "base":
                 settings_of.append(("base", None, None, None))
-            elif split == "single" and variant not in GENERALISTS:
+            elif split == "single" and variant not in ONE_RECTIFIER:
                 continue  # per-pair rectifiers are only ever given prompts of their own triplet
             elif variant in PER_PAIR:
                 name = f"{variant}/{folder_name(*sorted_words(a, relation, b, recipe))}"

@@ -138,6 +138,38 @@ def test_antisymmetric_rectifier_negates_the_adjustment_when_objects_swap(tiny_p
     assert not torch.allclose(both[0, PROMPT_ADJUST], -both[1, PROMPT_ADJUST], atol=1e-3)
 
 
+def test_triplet_rectifier_gives_each_triplet_its_own_edit_and_sums_relations(tiny_pipe):
+    from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST
+    from rrnet.rectifier import RectifierConfig, RelationRectifier, Triplet, encode_prompt
+
+    width = tiny_pipe.text_encoder.config.hidden_size
+    rect = RelationRectifier(RectifierConfig(text_width=width, hidden=16, adjuster="triplet"))
+    sentence = encode_prompt(tiny_pipe, "this is a photo of red circle")
+
+    def delta(t: Triplet, text: str | None = None):
+        enc = encode_prompt(tiny_pipe, text or f"a {t.object_a} {t.relation} a {t.object_b}")
+        return rect.adjust_vectors([rect.build_graph(tiny_pipe, t, enc, sentence)])[0]
+
+    t = Triplet("red circle", "above", "blue square")
+    assert delta(t).abs().sum() == 0  # starts at base
+    torch.manual_seed(0)
+    torch.nn.init.normal_(rect.triplet.lins[-1].weight)
+    ab, ba = delta(t), delta(t.swapped())
+    assert ab[PROMPT_ADJUST].abs().sum() > 0
+    # no structure: the swap gets an edit of its own, neither the same nor the negated one
+    assert not torch.allclose(ab[PROMPT_ADJUST], ba[PROMPT_ADJUST], atol=1e-3)
+    assert not torch.allclose(ab[PROMPT_ADJUST], -ba[PROMPT_ADJUST], atol=1e-3)
+    assert not torch.allclose(ab[PROMPT_ADJUST], ab[OBJECT_SENTENCE_ADJUST], atol=1e-3)
+    # the words are the input, not the EOT
+    assert torch.allclose(ab, delta(t, "a blue square above a red circle"), atol=1e-6)
+    two = [t, Triplet("green triangle", "left of", "blue square")]
+    enc = encode_prompt(tiny_pipe, "a red circle above a blue square and a green triangle left of the blue square")
+    joint = rect.adjust_vectors([rect.build_prompt_graph(tiny_pipe, two, enc, sentence)])[0]
+    parts = rect.adjust_vectors([rect.build_graph(tiny_pipe, x, enc, sentence) for x in two])
+    assert torch.allclose(joint[PROMPT_ADJUST], parts[:, PROMPT_ADJUST].sum(0), atol=1e-5)
+    assert torch.allclose(joint[OBJECT_SENTENCE_ADJUST], parts[0, OBJECT_SENTENCE_ADJUST], atol=1e-6)
+
+
 def test_role_rectifier_is_antisymmetric_additive_and_composes_over_partners(tiny_pipe):
     from rrnet.graph import OBJECT_SENTENCE_ADJUST, PROMPT_ADJUST
     from rrnet.rectifier import RectifierConfig, RelationRectifier, Triplet, encode_prompt

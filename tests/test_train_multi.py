@@ -229,18 +229,19 @@ def test_timestep_floor_is_checked_and_changes_the_weights(tiny_pipe, relation_d
     assert any(not torch.equal(a, b) for a, b in zip(_weights(whole).values(), _weights(late).values()))
 
 
-def test_role_generalist_trains_moves_off_base_and_round_trips(tiny_pipe, two_relations, tmp_path):
+@pytest.mark.parametrize("adjuster", ["role", "triplet"])
+def test_mlp_generalist_trains_moves_off_base_and_round_trips(tiny_pipe, two_relations, tmp_path, adjuster):
     from rrnet.rectifier_files import load_rectifier
 
     specs = load_relations(two_relations)
     prompts = ["a red circle above a blue square", "a blue square above a red circle"]
-    rect, _ = train_rectifier(tiny_pipe, specs, TrainConfig(epochs=2, learning_rate=1e-2, adjuster="role", **SMALL),
+    rect, _ = train_rectifier(tiny_pipe, specs, TrainConfig(epochs=2, learning_rate=1e-2, adjuster=adjuster, **SMALL),
                               tmp_path / "out", progress=False)
     loaded = load_rectifier(tmp_path / "out")
-    assert loaded.config.adjuster == "role" and len(loaded.config.triplets) == 2
+    assert loaded.config.adjuster == adjuster and len(loaded.config.triplets) == 2
     edited, base = loaded.prompt_embeds(tiny_pipe, prompts, alpha=1.0), loaded.prompt_embeds(tiny_pipe, prompts, alpha=0.0)
     assert torch.equal(edited, rect.prompt_embeds(tiny_pipe, prompts, alpha=1.0))
     assert not torch.equal(edited, base)  # training moved it off the base model it starts at
     with pytest.raises(RRNetError, match="antisymmetric needs the graph network"):
-        train_rectifier(tiny_pipe, specs, TrainConfig(epochs=1, antisymmetric=True, adjuster="role", **SMALL),
+        train_rectifier(tiny_pipe, specs, TrainConfig(epochs=1, antisymmetric=True, adjuster=adjuster, **SMALL),
                         progress=False)

@@ -51,6 +51,10 @@ def _train_parser(sub) -> None:
                                "its role (an MLP of the word and relation features) instead of the graph network: "
                                "antisymmetric, and an object pair never trained on gets what its objects learned "
                                "with other partners")
+    adjuster.add_argument("--triplet_mlp", action="store_true",
+                          help="the prompt's adjustment is f(A, R, B), an MLP of the whole triplet's word features "
+                               "instead of the graph network: no structure imposed, so each trained relation can "
+                               "get its own edit")
     p.add_argument("--antisymmetric", action="store_true",
                    help="the prompt's adjustment is g(A R B) - g(B R A): swapping the objects negates it "
                         "(for one rectifier over many object pairs)")
@@ -363,7 +367,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         resolution=args.resolution, hidden=args.hidden_size, heads=args.heads, num_layers=args.num_layers,
         seed=args.seed, cache_latents=not args.no_cache_latents, cache_text=not args.no_cache_text,
         batch_unet=not args.no_batch_unet, gradient_checkpointing=args.gradient_checkpointing,
-        compile_unet=args.compile_unet, adjuster="free" if args.no_hgcn else "role" if args.role else "hgcn",
+        compile_unet=args.compile_unet, adjuster=("free" if args.no_hgcn else "role" if args.role
+                                                    else "triplet" if args.triplet_mlp else "hgcn"),
         edit_positions="after_eot" if args.edit_after_eot else "eot", relations_per_step=args.relations_per_step,
         antisymmetric=args.antisymmetric, direction_weight=args.direction_weight,
     )

@@ -38,8 +38,9 @@ from rrnet.tokens import PromptTokens, order_in_prompt, tokenize_prompt, word_em
 
 CONFIG_NAME = "config.json"
 # "free": the no-graph-network ablation, one learned vector per prompt; "role": the prompt's adjustment is
-# f(A, R) - f(B, R), one vector per object in its role, summed over the prompt's relations (`role_vectors`)
-ADJUSTERS = ("hgcn", "free", "role")
+# f(A, R) - f(B, R), one vector per object in its role, summed over the prompt's relations (`role_vectors`);
+# "triplet": f(A, R, B), an MLP of the whole triplet with no structure imposed (`triplet_vectors`)
+ADJUSTERS = ("hgcn", "free", "role", "triplet")
 EDIT_POSITIONS = ("eot", "after_eot")  # "after_eot": the ablation editing the EOT and all padding after it
 WEIGHTS_NAME = "rectifier.safetensors"
 OBJECT_TEMPLATE = "this is a photo of {}"
@@ -220,6 +221,10 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
             self.role = MLP([2 * width, config.hidden, width], act="silu", norm=None)
             nn.init.zeros_(self.role.lins[-1].weight)  # starts as the base model, as the free vectors do
             nn.init.zeros_(self.role.lins[-1].bias)
+        elif config.adjuster == "triplet":  # f([A, R, B]) -> [prompt adjustment, object-sentence adjustment]
+            self.triplet = MLP([3 * width, config.hidden, config.hidden, 2 * width], act="silu", norm=None)
+            nn.init.zeros_(self.triplet.lins[-1].weight)
+            nn.init.zeros_(self.triplet.lins[-1].bias)
         else:  # [direction (A-R-B, B-R-A), adjust node (prompt, object sentence), width]
             self.free = nn.Parameter(torch.zeros(2, 2, width))
 
@@ -273,6 +278,8 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
             return self.free[batch.direction.to(self.free.device)]
         if self.config.adjuster == "role":
             return self.role_vectors(batch)
+        if self.config.adjuster == "triplet":
+            return self.triplet_vectors(batch)
         out = self.hgcn.adjust_vectors(batch)
         if not self.config.antisymmetric:
             return out
@@ -280,25 +287,49 @@ class RelationRectifier(nn.Module, PyTorchModelHubMixin, library_name="rrnet", t
         prompt = 0.5 * (out[:, PROMPT_ADJUST] - other[:, PROMPT_ADJUST])
         return torch.stack([prompt, out[:, OBJECT_SENTENCE_ADJUST]], dim=1)
 
+    @staticmethod
+    def _relation_members(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per relation node: its subject's and its object's object node, its graph; per graph, its
+        first relation node."""
+        n = batch[RELATION].x.shape[0]
+        into = batch[OBJECT, "to_relation", RELATION].edge_index  # (subject, relation)
+        out_of = batch[RELATION, "to_object", OBJECT].edge_index  # (relation, object)
+        subject = torch.empty(n, dtype=torch.long, device=into.device).index_put_((into[1],), into[0])
+        target = torch.empty(n, dtype=torch.long, device=into.device).index_put_((out_of[0],), out_of[1])
+        graph_of = batch[RELATION].batch
+        first = torch.full((batch.num_graphs,), n, dtype=torch.long, device=graph_of.device)
+        first = first.scatter_reduce(0, graph_of, torch.arange(n, device=graph_of.device), reduce="amin")
+        return subject, target, graph_of, first
+
+    @staticmethod
+    def _summed_per_graph(batch: Batch, per_relation: torch.Tensor, graph_of: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(batch.num_graphs, per_relation.shape[1], dtype=per_relation.dtype, device=per_relation.device)
+        return out.index_add(0, graph_of, per_relation)
+
     def role_vectors(self, batch: Batch) -> torch.Tensor:
         """(G, 2, D) for the role adjuster: the prompt's adjustment is the sum over its relations of
         f(subject, R) - f(object, R), so swapping a relation's objects negates its part and an object
         pair never trained on gets what its objects learned in their roles with other partners; the
         object sentence gets f(subject, R) of the first relation (what the edit asks of that object)."""
         objects, relations = batch[OBJECT].x, batch[RELATION].x
-        n = relations.shape[0]
-        into = batch[OBJECT, "to_relation", RELATION].edge_index  # (subject, relation)
-        out_of = batch[RELATION, "to_object", OBJECT].edge_index  # (relation, object)
-        subject = torch.empty(n, dtype=torch.long, device=into.device).index_put_((into[1],), into[0])
-        target = torch.empty(n, dtype=torch.long, device=into.device).index_put_((out_of[0],), out_of[1])
+        subject, target, graph_of, first = self._relation_members(batch)
         as_subject = self.role(torch.cat([objects[subject], relations], dim=1))
         as_object = self.role(torch.cat([objects[target], relations], dim=1))
-        graph_of = batch[RELATION].batch
-        prompt = torch.zeros(batch.num_graphs, relations.shape[1], dtype=as_subject.dtype, device=as_subject.device)
-        prompt = prompt.index_add(0, graph_of, as_subject - as_object)
-        first = torch.full((batch.num_graphs,), n, dtype=torch.long, device=graph_of.device)
-        first = first.scatter_reduce(0, graph_of, torch.arange(n, device=graph_of.device), reduce="amin")
+        prompt = self._summed_per_graph(batch, as_subject - as_object, graph_of)
         return torch.stack([prompt, as_subject[first]], dim=1)
+
+    def triplet_vectors(self, batch: Batch) -> torch.Tensor:
+        """(G, 2, D) for the triplet adjuster: each relation's (subject, relation, object) features
+        go through one MLP whose output holds its prompt part and its object-sentence part. Nothing
+        ties the edits of two triplets together, so each relation it trains on can get its own edit,
+        shared part included (the per-pair rectifier's freedom, in one network); the prompt's
+        adjustment sums its relations' parts, the object sentence takes the first relation's."""
+        objects, relations = batch[OBJECT].x, batch[RELATION].x
+        subject, target, graph_of, first = self._relation_members(batch)
+        out = self.triplet(torch.cat([objects[subject], relations, objects[target]], dim=1))
+        width = relations.shape[1]
+        prompt = self._summed_per_graph(batch, out[:, :width], graph_of)
+        return torch.stack([prompt, out[first, width:]], dim=1)
 
     # ---- inference ----------------------------------------------------------------------------
     def known_triplets(self) -> list[Triplet]:

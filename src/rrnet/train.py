@@ -84,7 +84,8 @@ class TrainConfig:
     heads: int = 2
     num_layers: int = 2
     seed: int = 0
-    adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt; "role": f(A, R) - f(B, R) (rectifier.py)
+    adjuster: str = "hgcn"  # ablation "free": a learned vector per prompt; "role": f(A, R) - f(B, R);
+    # "triplet": f(A, R, B) (rectifier.py)
     antisymmetric: bool = False  # prompt adjustment g(A R B) - g(B R A): negated by swapping the objects
     relations_per_step: int = 8  # several relations: how many share one optimiser step (one UNet batch)
     direction_weight: float = 1.0  # weight of the direction-target loss, when direction pairs are given
@@ -357,7 +358,8 @@ def check_relation_set(specs: Sequence[RelationSpec], config: TrainConfig) -> No
                              "each relation folder already trains both directions")
         seen[key] = spec.name
     if config.antisymmetric and config.adjuster != "hgcn":
-        raise RRNetError("--antisymmetric needs the graph network (not --no_hgcn; --role is antisymmetric already)")
+        raise RRNetError("--antisymmetric needs the graph network (not --no_hgcn or --triplet_mlp; --role is "
+                         "antisymmetric already)")
     if len(specs) > 1 and config.adjuster == "free":
         raise RRNetError("--no_hgcn trains one relation only: a free vector per prompt cannot carry over to other "
                          f"relations (got {len(specs)})")
