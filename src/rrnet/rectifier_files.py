@@ -79,7 +79,7 @@ def check_config(raw: object, path: Path) -> dict:
             raise CheckpointError(f"{path}: {key} must be true or false, got {raw[key]!r}")
     if raw.get("antisymmetric") and raw.get("adjuster", "hgcn") != "hgcn":
         raise CheckpointError(f"{path}: antisymmetric needs the graph network adjuster (the role adjuster is "
-                              "antisymmetric by construction)")
+                              "antisymmetric by construction, the triplet adjuster has no structure)")
     if "edit_positions" in raw and raw["edit_positions"] not in EDIT_POSITIONS:
         raise CheckpointError(f"{path}: edit_positions must be one of {list(EDIT_POSITIONS)}, got {raw['edit_positions']!r}")
     template = raw.get("object_template", "{}")
