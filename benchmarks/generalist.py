@@ -71,8 +71,8 @@ GENERALISTS = {"paper": ({}, False), "antisymmetric": ({"antisymmetric": True}, 
                "role": ({"adjuster": "role"}, False), "role+direction": ({"adjuster": "role"}, True),
                "triplet": ({"adjuster": "triplet"}, False)}
 PER_PAIR = {"per-pair": {}, "per-pair+floor": {"timestep_min": FLOOR}}  # per train relation, the generalists' recipe
-# one rectifier, the generalists' recipe, on the self-taught folders of every collapsed relation (train and held out)
-TAUGHT_ONE = {"adjuster": "triplet"}
+# the `triplet` generalist's recipe, on the self-taught folders of every collapsed relation (train and held out)
+TAUGHT_ONE = GENERALISTS["triplet"][0]
 VARIANTS = ("base", *GENERALISTS, "transfer", "reference", "self-taught", "self-taught-one", *PER_PAIR)
 ONE_RECTIFIER = (*GENERALISTS, "self-taught-one")  # one rectifier for every prompt, the triplet read from it
 TRANSFER_FROM = ("red circle", "above", "blue square")

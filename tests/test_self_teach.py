@@ -193,13 +193,26 @@ def test_readings_agree_with_the_exact_judge_on_a_held_out_pair(world_pipe):
     assert sum(r == v for r, v in pairs) >= len(pairs) - 1, pairs
 
 
+def base_and_rectified(pipe, rect, relations, steps: int, guidance: float) -> tuple[list[float], list[float]]:
+    """Relation accuracy of both object orders of each relation (24 seeded images each), with the
+    base model and with `rect` at alpha 0.8 reading the triplet from the prompt."""
+    from rrnet.world.evaluate import score_prompt
+
+    kwargs = dict(n=24, seed=0, steps=steps, guidance=guidance)
+    base, fixed = [], []
+    for a, relation, b in relations:
+        for x, y in ((a, b), (b, a)):
+            base.append(score_prompt(pipe, x, relation, y, **kwargs)[0].relation_accuracy)
+            fixed.append(score_prompt(pipe, x, relation, y, alpha=0.8, rectifier=rect, **kwargs)[0].relation_accuracy)
+    return base, fixed
+
+
 @needs_shipped
 def test_a_self_taught_rectifier_fixes_a_held_out_pair(world_pipe, tmp_path):
     """The claim end to end, small and seeded: with no rendered image of a held-out collapsed pair,
     the model's own labelled samples train a rectifier that raises both directions over base."""
     from rrnet.data import load_relation
     from rrnet.train import TrainConfig, train_rectifier
-    from rrnet.world.evaluate import score_prompt
     from rrnet.world.record import world_sampling
 
     torch.set_num_threads(1)
@@ -208,11 +221,7 @@ def test_a_self_taught_rectifier_fixes_a_held_out_pair(world_pipe, tmp_path):
     a, relation, b = "blue square", "above", "green triangle"  # held-out: no rectifier ever trains on it
     folder = self_taught_folder(world_pipe, a, relation, b, tmp_path / "st", steps=steps, guidance_scale=guidance)
     rect, _ = train_rectifier(world_pipe, load_relation(folder), TrainConfig(seed=0), progress=False)
-    base, fixed = [], []
-    for x, y in ((a, b), (b, a)):
-        kwargs = dict(n=24, seed=0, steps=steps, guidance=guidance)
-        base.append(score_prompt(world_pipe, x, relation, y, **kwargs)[0].relation_accuracy)
-        fixed.append(score_prompt(world_pipe, x, relation, y, alpha=0.8, rectifier=rect, **kwargs)[0].relation_accuracy)
+    base, fixed = base_and_rectified(world_pipe, rect, [(a, relation, b)], steps, guidance)
     assert all(f >= x + 0.2 for f, x in zip(fixed, base)) and sum(fixed) / 2 >= 0.75, (base, fixed)
 
 
@@ -223,7 +232,6 @@ def test_one_triplet_rectifier_taught_on_two_held_out_pairs_fixes_both(world_pip
     triplet from each prompt and raises all four prompts over base."""
     from rrnet.data import load_relations
     from rrnet.train import TrainConfig, train_rectifier
-    from rrnet.world.evaluate import score_prompt
     from rrnet.world.record import world_sampling
 
     torch.set_num_threads(1)
@@ -234,10 +242,5 @@ def test_one_triplet_rectifier_taught_on_two_held_out_pairs_fixes_both(world_pip
                for words in relations]
     config = TrainConfig(seed=0, epochs=50, learning_rate=1e-3, adjuster="triplet")
     rect, _ = train_rectifier(world_pipe, load_relations(folders), config, progress=False)
-    base, fixed = [], []
-    for a, relation, b in relations:
-        for x, y in ((a, b), (b, a)):
-            kwargs = dict(n=24, seed=0, steps=steps, guidance=guidance)
-            base.append(score_prompt(world_pipe, x, relation, y, **kwargs)[0].relation_accuracy)
-            fixed.append(score_prompt(world_pipe, x, relation, y, alpha=0.8, rectifier=rect, **kwargs)[0].relation_accuracy)
+    base, fixed = base_and_rectified(world_pipe, rect, relations, steps, guidance)
     assert all(f >= x + 0.2 for f, x in zip(fixed, base)) and sum(fixed) / 4 >= 0.75, (base, fixed)
